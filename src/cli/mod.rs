@@ -1,0 +1,441 @@
+//! Argument parsing and the subcommands of `aido`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use aido_tokenize::{
+    AlignOptions, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, PreprocessConfig, ReadOptions,
+    TokenizeOptions, TokenizeStats, Tokenizer,
+    h5ad_out::{H5adWriter, XMatrix},
+    open_source,
+    safetensors_out::{ExtraTensor, SafetensorsRowWriter},
+    simulate::{SimulationConfig, simulate, synthetic_gene_names},
+};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "aido",
+    version,
+    about = "AIDO.Cell single-cell foundation model SDK"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tokenize a single-cell file into AIDO.Cell model input (safetensors: `values`, `present`).
+    Tokenize(TokenizeArgs),
+    /// Write a synthetic raw-count h5ad with known cell types.
+    Simulate(SimulateArgs),
+    /// Run the end-to-end default on embedded simulated data (no files needed).
+    Demo(DemoArgs),
+}
+
+/// Input-reading flags shared by the commands that read single-cell files.
+#[derive(Args, Clone)]
+pub(crate) struct InputArgs {
+    /// Input: .h5ad, Cell Ranger .h5, a Matrix Market folder, or dense .csv/.tsv.
+    #[arg(long)]
+    input: PathBuf,
+    /// Gene vocabulary TSV (`gene_name<TAB>index`, file order = position order).
+    #[arg(long)]
+    genes: PathBuf,
+    /// Column with gene symbols: a `var` column (h5ad) or `name`/`id` (10x, Matrix Market).
+    #[arg(long)]
+    gene_column: Option<String>,
+    /// Read `layers/NAME` instead of `X` (h5ad).
+    #[arg(long)]
+    layer: Option<String>,
+    /// Floor of the depth tokens (default 5, the reference's inference behaviour), or `none`.
+    #[arg(long, default_value = "5")]
+    depth_floor: String,
+    /// Fail on non-integer counts instead of warning.
+    #[arg(long)]
+    strict: bool,
+    /// Drop cells whose aligned total is zero (counted) instead of failing.
+    #[arg(long)]
+    skip_empty: bool,
+    /// Minimum matched genes (lowered to half the data's genes for small panels).
+    #[arg(long, default_value_t = 1000)]
+    min_overlap_genes: usize,
+    /// Minimum fraction of the data's genes found in the vocabulary.
+    #[arg(long, default_value_t = 0.10)]
+    min_overlap_fraction: f64,
+    /// Cells per read window.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+}
+
+impl InputArgs {
+    fn options(&self) -> Result<TokenizeOptions> {
+        let depth_floor = match self.depth_floor.trim().to_lowercase().as_str() {
+            "none" | "off" => None,
+            s => Some(
+                s.parse::<f32>()
+                    .with_context(|| format!("--depth-floor: '{s}' is not a number or 'none'"))?,
+            ),
+        };
+        if !(0.0..=1.0).contains(&self.min_overlap_fraction) {
+            bail!("--min-overlap-fraction must be within 0..1");
+        }
+        Ok(TokenizeOptions {
+            preprocess: PreprocessConfig {
+                depth_floor,
+                ..PreprocessConfig::default()
+            },
+            align: AlignOptions {
+                min_fraction: self.min_overlap_fraction,
+                min_genes: self.min_overlap_genes,
+            },
+            non_integer: if self.strict {
+                NonIntegerPolicy::Error
+            } else {
+                NonIntegerPolicy::Warn
+            },
+            empty: if self.skip_empty {
+                EmptyCellPolicy::Skip
+            } else {
+                EmptyCellPolicy::Error
+            },
+        })
+    }
+
+    fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            gene_column: self.gene_column.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Output .safetensors file.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct SimulateArgs {
+    /// Number of cells.
+    #[arg(long)]
+    cells: usize,
+    /// Number of genes (required without --vocabulary; with it, a seeded subset of that size).
+    #[arg(long)]
+    genes: Option<usize>,
+    /// Number of cell types.
+    #[arg(long, default_value_t = 5)]
+    cell_types: usize,
+    /// Number of batches (adds `obs/batch` and a per-batch gene effect when > 1).
+    #[arg(long, default_value_t = 1)]
+    batches: usize,
+    /// RNG seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output .h5ad.
+    #[arg(long)]
+    output: PathBuf,
+    /// Also write the synthetic gene panel in the vocabulary TSV format.
+    #[arg(long)]
+    panel_out: Option<PathBuf>,
+    /// Draw gene names from this vocabulary instead of a synthetic panel.
+    #[arg(long)]
+    vocabulary: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Cells to simulate.
+    #[arg(long, default_value_t = 600)]
+    cells: usize,
+    /// Genes in the synthetic panel.
+    #[arg(long, default_value_t = 2000)]
+    genes: usize,
+    /// Keep the demo's files in this folder (default: a temporary folder, removed afterwards).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// RNG seed.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Parses the command line and runs; errors are printed with their causes.
+pub fn run() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Tokenize(a) => cmd_tokenize(&a).map(|_| ()),
+        Command::Simulate(a) => cmd_simulate(&a),
+        Command::Demo(a) => cmd_demo(&a),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+pub(crate) fn progress(n: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(n);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} {msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Summary of one tokenization run.
+pub(crate) struct TokenizeSummary {
+    pub stats: TokenizeStats,
+    pub seconds: f64,
+    pub n_present: usize,
+    pub seq_len: usize,
+    pub depth_mean: f64,
+}
+
+fn cmd_tokenize(a: &TokenizeArgs) -> Result<TokenizeSummary> {
+    tokenize_to_safetensors(&a.input, &a.output, true)
+}
+
+pub(crate) fn tokenize_to_safetensors(
+    a: &InputArgs,
+    output: &Path,
+    verbose: bool,
+) -> Result<TokenizeSummary> {
+    let opts = a.options()?;
+    let vocab = GeneVocab::from_tsv(&a.genes)?;
+    let mut source = open_source(&a.input, &a.read_options())?;
+    let n_cells = source.n_cells();
+    let t0 = Instant::now();
+    let mut tok = Tokenizer::new(source.as_mut(), &vocab, opts)?;
+    if verbose {
+        println!("{}", tok.report());
+    }
+    let present = tok.alignment().present().to_vec();
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("input".to_string(), a.input.display().to_string());
+    meta.insert("gene_vocabulary".to_string(), a.genes.display().to_string());
+    meta.insert("gene_column".to_string(), tok.report().column.clone());
+    meta.insert("depth_floor".to_string(), a.depth_floor.clone());
+    meta.insert(
+        "format".to_string(),
+        "aido-tokenize values [cells, genes+2] (T, S depth last)".to_string(),
+    );
+    let hint = [
+        ExtraTensor::u8("present", vec![present.len()], &present),
+        ExtraTensor::i64("cell_index", vec![n_cells], &vec![0; n_cells]),
+    ];
+    let mut writer =
+        SafetensorsRowWriter::create(output, "values", vocab.seq_len(), n_cells, &hint, meta)?;
+    let pb = if verbose {
+        progress(n_cells as u64, "tokenize")
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut kept: Vec<i64> = Vec::with_capacity(n_cells);
+    let g = vocab.len();
+    let mut depth_sum = 0.0f64;
+    while let Some(batch) = tok.next_batch(a.batch_size)? {
+        let vals = batch
+            .values
+            .as_slice()
+            .context("internal: non-contiguous batch")?;
+        writer.write_rows(vals)?;
+        for r in 0..batch.values.nrows() {
+            depth_sum += f64::from(batch.values[(r, g)]);
+        }
+        kept.extend(batch.cells.iter().map(|&c| c as i64));
+        pb.set_position(tok.stats().cells_read as u64);
+    }
+    pb.finish_and_clear();
+    let stats = tok.stats().clone();
+    writer.finish(&[
+        ExtraTensor::u8("present", vec![present.len()], &present),
+        ExtraTensor::i64("cell_index", vec![kept.len()], &kept),
+    ])?;
+    let seconds = t0.elapsed().as_secs_f64();
+    if verbose {
+        if let Some(w) = stats.non_integer_warning() {
+            eprintln!("{w}");
+        }
+        if stats.cells_skipped_empty > 0 {
+            println!(
+                "skipped {} cells with no counts in the aligned genes",
+                stats.cells_skipped_empty
+            );
+        }
+        println!(
+            "wrote {}: values [{}, {}] f32, present [{}] u8 ({} positions present), cell_index [{}]; {} cells in {:.2} s ({:.0} cells/s)",
+            output.display(),
+            stats.cells_written,
+            vocab.seq_len(),
+            present.len(),
+            present.iter().filter(|&&p| p == 1).count(),
+            stats.cells_written,
+            stats.cells_read,
+            seconds,
+            stats.cells_read as f64 / seconds.max(1e-9)
+        );
+    }
+    Ok(TokenizeSummary {
+        n_present: present.iter().filter(|&&p| p == 1).count(),
+        seq_len: vocab.seq_len(),
+        depth_mean: depth_sum / stats.cells_written.max(1) as f64,
+        stats,
+        seconds,
+    })
+}
+
+fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
+    let genes: Vec<String> = match (&a.vocabulary, a.genes) {
+        (Some(v), n) => {
+            let vocab = GeneVocab::from_tsv(v)?;
+            match n {
+                None => vocab.names().to_vec(),
+                Some(n) if n > vocab.len() => bail!(
+                    "--genes {n} exceeds the {} genes of {}",
+                    vocab.len(),
+                    v.display()
+                ),
+                Some(n) => {
+                    // A seeded subset, kept in vocabulary order: real data measure only part of the list.
+                    let mut pick =
+                        aido_tokenize::simulate::permutation(vocab.len(), a.seed ^ 0x9e37_79b9);
+                    pick.truncate(n);
+                    pick.sort_unstable();
+                    pick.into_iter().map(|i| vocab.names()[i].clone()).collect()
+                }
+            }
+        }
+        (None, Some(n)) => synthetic_gene_names(n),
+        (None, None) => bail!("simulate needs --genes N (or --vocabulary GENES.tsv)"),
+    };
+    let mut cfg = SimulationConfig::new(a.cells, a.cell_types, a.seed);
+    cfg.n_batches = a.batches;
+    let sim = simulate(&cfg, genes)?;
+    let nnz = sim.counts.data.len();
+    let n_genes = sim.genes.len();
+    if let Some(p) = &a.panel_out {
+        GeneVocab::from_names(sim.genes.clone())?.write_tsv(p)?;
+    }
+    let mut w = H5adWriter::new(sim.obs, sim.genes);
+    w.x = Some(XMatrix::Csr {
+        csr: sim.counts,
+        n_cols: n_genes,
+    });
+    w.uns.push(("aido_simulation".into(), format!("{cfg:?}")));
+    w.write(&a.output)?;
+    println!(
+        "wrote {}: {} cells × {} genes, {} cell types, {} non-zero ({:.2}% dense)",
+        a.output.display(),
+        a.cells,
+        n_genes,
+        a.cell_types,
+        nnz,
+        100.0 * nnz as f64 / (a.cells * n_genes).max(1) as f64
+    );
+    if let Some(p) = &a.panel_out {
+        println!("wrote the gene panel to {}", p.display());
+    }
+    Ok(())
+}
+
+fn cmd_demo(a: &DemoArgs) -> Result<()> {
+    let tmp;
+    let dir = match &a.out {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            d.clone()
+        }
+        None => {
+            tmp = tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    println!(
+        "aido demo: simulate → tokenize (files in {})",
+        dir.display()
+    );
+    let data = dir.join("demo.h5ad");
+    let panel = dir.join("demo_genes.tsv");
+    cmd_simulate(&SimulateArgs {
+        cells: a.cells,
+        genes: Some(a.genes),
+        cell_types: 5,
+        batches: 2,
+        seed: a.seed,
+        output: data.clone(),
+        panel_out: Some(panel.clone()),
+        vocabulary: None,
+    })?;
+    let input = InputArgs {
+        input: data,
+        genes: panel,
+        gene_column: None,
+        layer: None,
+        depth_floor: "5".into(),
+        strict: true,
+        skip_empty: false,
+        min_overlap_genes: 1000,
+        min_overlap_fraction: 0.1,
+        batch_size: 256,
+    };
+    let out = dir.join("demo_tokens.safetensors");
+    let s = tokenize_to_safetensors(&input, &out, true)?;
+    println!(
+        "summary: {} cells → model input [{} × {}], {} positions present, mean depth token {:.3}, {:.0} cells/s",
+        s.stats.cells_written,
+        s.stats.cells_written,
+        s.seq_len,
+        s.n_present,
+        s.depth_mean,
+        s.stats.cells_read as f64 / s.seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+/// A temporary folder removed on drop.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn tempdir() -> Result<TempDir> {
+    let base = std::env::temp_dir();
+    for i in 0..100u32 {
+        let p = base.join(format!("aido-demo-{}-{i}", std::process::id()));
+        if std::fs::create_dir(&p).is_ok() {
+            return Ok(TempDir(p));
+        }
+    }
+    bail!("could not create a temporary folder in {}", base.display())
+}
