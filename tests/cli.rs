@@ -1,0 +1,165 @@
+//! The `aido` binary's interface, as it is checked from outside.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use aido::tokenize::shared::shared_path;
+
+fn aido() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aido"))
+}
+
+fn load(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn tokenize_writes_values_and_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("z.safetensors");
+    let o = aido()
+        .args(["tokenize", "--input"])
+        .arg(shared_path("data/zheng68k.h5ad"))
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("8328 matched"), "{stdout}");
+    let bytes = load(&out);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let v = st.tensor("values").unwrap();
+    assert_eq!((v.shape(), v.dtype()), (&[165usize, 19_266][..], safetensors::Dtype::F32));
+    let p = st.tensor("present").unwrap();
+    assert_eq!((p.shape(), p.dtype()), (&[19_266usize][..], safetensors::Dtype::U8));
+    assert_eq!(p.data().iter().map(|&b| b as usize).sum::<usize>(), 8330);
+}
+
+#[test]
+fn tokenize_with_depth_floor_none_gives_real_depths() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("z.safetensors");
+    let ok = aido()
+        .args(["tokenize", "--depth-floor", "none", "--gene-column", "feature_name", "--input"])
+        .arg(shared_path("data/cellxgene.h5ad"))
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let bytes = load(&out);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let d = st.tensor("values").unwrap().data();
+    let at = |i: usize| f32::from_le_bytes(d[i * 4..i * 4 + 4].try_into().unwrap());
+    // Cell 0 of cellxgene: aligned total 5,984 (anndata/numpy) -> log10 = 3.77699.
+    assert!((at(19_264) - 5984f32.log10()).abs() < 1e-6);
+    assert_eq!(at(19_264), at(19_265));
+}
+
+#[test]
+fn failed_runs_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.safetensors");
+    // Non-integer counts with --strict: the error comes mid-stream, after the writer started.
+    let o = aido()
+        .args(["tokenize", "--strict", "--input"])
+        .arg(shared_path("data/sciplex3.h5ad"))
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("non-integer count"));
+    // An all-zero cell (dense CSV input) without --skip-empty; with it, the cell is dropped.
+    let csv = dir.path().join("in").join("m.csv");
+    std::fs::create_dir(csv.parent().unwrap()).unwrap();
+    std::fs::write(&csv, "cell,A1BG,A1CF\nc0,1,2\nc1,0,0\nc2,3,0\n").unwrap();
+    let o = aido()
+        .args(["tokenize", "--min-overlap-genes", "1", "--input"])
+        .arg(&csv)
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("1 cell(s)") && err.contains("'c1'") && err.contains("--skip-empty"), "{err}");
+    assert!(!out.exists());
+    let skipped = dir.path().join("in").join("skip.safetensors");
+    let o = aido()
+        .args(["tokenize", "--skip-empty", "--input"])
+        .arg(&csv)
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(&skipped)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = load(&skipped);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("values").unwrap().shape(), &[2, 19_266]);
+    std::fs::remove_dir_all(dir.path().join("in")).unwrap();
+    let o = aido().args(["tokenize", "--input", "/no/such.h5ad", "--genes", "/no/genes.tsv", "--output"]).arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    assert!(!out.exists());
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(files.is_empty(), "left behind: {files:?}");
+}
+
+#[test]
+fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let h5ad = dir.path().join("s.h5ad");
+    let panel = dir.path().join("genes.tsv");
+    let ok = aido()
+        .args(["simulate", "--cells", "40", "--genes", "120", "--cell-types", "4", "--seed", "3", "--output"])
+        .arg(&h5ad)
+        .arg("--panel-out")
+        .arg(&panel)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = dir.path().join("t.safetensors");
+    let o = aido().args(["tokenize", "--strict", "--input"]).arg(&h5ad).arg("--genes").arg(&panel).arg("--output").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = load(&out);
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("values").unwrap().shape(), &[40, 122]);
+    // Over the real vocabulary: a subset of its genes, which aligns fully.
+    let h5ad2 = dir.path().join("v.h5ad");
+    let ok = aido()
+        .args(["simulate", "--cells", "10", "--genes", "3000", "--cell-types", "2", "--seed", "1", "--output"])
+        .arg(&h5ad2)
+        .arg("--vocabulary")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let o = aido()
+        .args(["tokenize", "--input"])
+        .arg(&h5ad2)
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(dir.path().join("v.safetensors"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stdout).contains("3000 matched"));
+}
+
+#[test]
+fn demo_runs_without_any_files() {
+    let o = aido().args(["demo", "--cells", "60", "--genes", "300"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("model input [60 × 302]"));
+}
