@@ -32,9 +32,15 @@ fn tokenize_writes_values_and_present() {
     let bytes = load(&out);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let v = st.tensor("values").unwrap();
-    assert_eq!((v.shape(), v.dtype()), (&[165usize, 19_266][..], safetensors::Dtype::F32));
+    assert_eq!(
+        (v.shape(), v.dtype()),
+        (&[165usize, 19_266][..], safetensors::Dtype::F32)
+    );
     let p = st.tensor("present").unwrap();
-    assert_eq!((p.shape(), p.dtype()), (&[19_266usize][..], safetensors::Dtype::U8));
+    assert_eq!(
+        (p.shape(), p.dtype()),
+        (&[19_266usize][..], safetensors::Dtype::U8)
+    );
     assert_eq!(p.data().iter().map(|&b| b as usize).sum::<usize>(), 8330);
 }
 
@@ -43,7 +49,14 @@ fn tokenize_with_depth_floor_none_gives_real_depths() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("z.safetensors");
     let ok = aido()
-        .args(["tokenize", "--depth-floor", "none", "--gene-column", "feature_name", "--input"])
+        .args([
+            "tokenize",
+            "--depth-floor",
+            "none",
+            "--gene-column",
+            "feature_name",
+            "--input",
+        ])
         .arg(shared_path("data/cellxgene.h5ad"))
         .arg("--genes")
         .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
@@ -92,7 +105,10 @@ fn failed_runs_write_nothing() {
         .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("1 cell(s)") && err.contains("'c1'") && err.contains("--skip-empty"), "{err}");
+    assert!(
+        err.contains("1 cell(s)") && err.contains("'c1'") && err.contains("--skip-empty"),
+        "{err}"
+    );
     assert!(!out.exists());
     let skipped = dir.path().join("in").join("skip.safetensors");
     let o = aido()
@@ -109,7 +125,18 @@ fn failed_runs_write_nothing() {
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(st.tensor("values").unwrap().shape(), &[2, 19_266]);
     std::fs::remove_dir_all(dir.path().join("in")).unwrap();
-    let o = aido().args(["tokenize", "--input", "/no/such.h5ad", "--genes", "/no/genes.tsv", "--output"]).arg(&out).output().unwrap();
+    let o = aido()
+        .args([
+            "tokenize",
+            "--input",
+            "/no/such.h5ad",
+            "--genes",
+            "/no/genes.tsv",
+            "--output",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(!out.exists());
     let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
@@ -122,7 +149,18 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
     let h5ad = dir.path().join("s.h5ad");
     let panel = dir.path().join("genes.tsv");
     let ok = aido()
-        .args(["simulate", "--cells", "40", "--genes", "120", "--cell-types", "4", "--seed", "3", "--output"])
+        .args([
+            "simulate",
+            "--cells",
+            "40",
+            "--genes",
+            "120",
+            "--cell-types",
+            "4",
+            "--seed",
+            "3",
+            "--output",
+        ])
         .arg(&h5ad)
         .arg("--panel-out")
         .arg(&panel)
@@ -130,7 +168,15 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
         .unwrap();
     assert!(ok.success());
     let out = dir.path().join("t.safetensors");
-    let o = aido().args(["tokenize", "--strict", "--input"]).arg(&h5ad).arg("--genes").arg(&panel).arg("--output").arg(&out).output().unwrap();
+    let o = aido()
+        .args(["tokenize", "--strict", "--input"])
+        .arg(&h5ad)
+        .arg("--genes")
+        .arg(&panel)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let bytes = load(&out);
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -138,7 +184,18 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
     // Over the real vocabulary: a subset of its genes, which aligns fully.
     let h5ad2 = dir.path().join("v.h5ad");
     let ok = aido()
-        .args(["simulate", "--cells", "10", "--genes", "3000", "--cell-types", "2", "--seed", "1", "--output"])
+        .args([
+            "simulate",
+            "--cells",
+            "10",
+            "--genes",
+            "3000",
+            "--cell-types",
+            "2",
+            "--seed",
+            "1",
+            "--output",
+        ])
         .arg(&h5ad2)
         .arg("--vocabulary")
         .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
@@ -159,7 +216,10 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
 
 #[test]
 fn demo_runs_without_any_files() {
-    let o = aido().args(["demo", "--cells", "60", "--genes", "300"]).output().unwrap();
+    let o = aido()
+        .args(["demo", "--cells", "60", "--genes", "300"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("model input [60 × 302]"));
 }

@@ -22,7 +22,7 @@ pub struct DelimitedSource {
     line: String,
 }
 
-fn split<'a>(line: &'a str, sep: char) -> impl Iterator<Item = &'a str> {
+fn split(line: &str, sep: char) -> impl Iterator<Item = &str> {
     line.split(sep).map(|f| f.trim().trim_matches('"'))
 }
 

@@ -193,11 +193,8 @@ impl Entries {
 }
 
 enum Mode {
-    /// Entries grouped by cell: read on demand. Holds the entry that starts the next cell.
-    Stream {
-        entries: Entries,
-        pending: Option<(usize, u32, f32)>,
-    },
+    /// Entries grouped by cell: read on demand.
+    Stream { entries: Entries },
     /// Gathered CSR.
     Memory {
         indptr: Vec<usize>,
@@ -338,10 +335,7 @@ impl MtxSource {
         let (mut entries, _) = Entries::open(&matrix)?;
         entries.genes_are_rows = genes_are_rows;
         let mode = if grouped {
-            Mode::Stream {
-                entries,
-                pending: None,
-            }
+            Mode::Stream { entries }
         } else {
             let mut indptr = vec![0usize; n_cells + 1];
             for (c, n) in counts_per_cell.iter().enumerate() {
@@ -433,19 +427,16 @@ impl CellSource for MtxSource {
                     .indptr
                     .extend(indptr[start + 1..=end].iter().map(|p| p - a));
             }
-            Mode::Stream { entries, pending } => {
+            Mode::Stream { entries } => {
                 let want: usize = self.counts_per_cell[start..end].iter().sum();
                 chunk.indices.reserve(want);
                 chunk.data.reserve(want);
                 for _ in 0..want {
-                    let e = match pending.take() {
-                        Some(e) => e,
-                        None => entries.next_entry()?.ok_or_else(|| TokenizeError::Parse {
-                            path: entries.path.clone(),
-                            line: entries.line_no,
-                            detail: "the file ended early".into(),
-                        })?,
-                    };
+                    let e = entries.next_entry()?.ok_or_else(|| TokenizeError::Parse {
+                        path: entries.path.clone(),
+                        line: entries.line_no,
+                        detail: "the file ended early".into(),
+                    })?;
                     chunk.indices.push(e.1);
                     chunk.data.push(e.2);
                 }

@@ -162,7 +162,7 @@ impl SafetensorsRowWriter {
 
     /// Appends rows (row-major, a multiple of `width` values).
     pub fn write_rows(&mut self, data: &[f32]) -> Result<()> {
-        if data.len() % self.width != 0 {
+        if !data.len().is_multiple_of(self.width) {
             return Err(TokenizeError::InvalidArgument(format!(
                 "internal: {} values is not a whole number of rows of {}",
                 data.len(),

@@ -11,7 +11,7 @@
 //!   Gamma(θ, mean/θ)–Poisson mixture.
 
 use rand::rngs::StdRng;
-use rand::{Rng, RngExt, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, Gamma, LogNormal, Normal, Poisson, Uniform};
 
 use crate::error::{Result, TokenizeError};
@@ -203,11 +203,10 @@ pub fn simulate(cfg: &SimulationConfig, genes: Vec<String>) -> Result<SimulatedD
             },
         ));
     }
-    let _ = rng.random::<u32>();
     Ok(SimulatedData { genes, obs, counts })
 }
 
-/// Shuffling helper kept deterministic for callers that need a permutation of cells.
+/// A seeded uniform permutation of `0..n` (Fisher–Yates), e.g. to pick a gene subset.
 pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut v: Vec<usize> = (0..n).collect();
@@ -217,6 +216,3 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     }
     v
 }
-
-#[allow(dead_code)]
-fn _assert_rng<R: Rng>(_: &R) {}

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
 use aido_tokenize::{
-    CsrChunk, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, ObsTable, ReadOptions, TokenizeError, TokenizeOptions,
-    Tokenizer, open_source,
+    CsrChunk, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, ObsTable, ReadOptions, TokenizeError,
+    TokenizeOptions, Tokenizer, open_source,
 };
 use hdf5_pure::{AttrValue, FileBuilder};
 
@@ -17,7 +17,11 @@ fn genes(n: usize) -> Vec<String> {
 /// A valid CSR h5ad with the given rows (dense, cells × genes).
 fn write_h5ad(path: &Path, rows: &[Vec<f32>]) {
     let g = rows[0].len();
-    let mut csr = CsrChunk { first_cell: 0, indptr: vec![0], ..Default::default() };
+    let mut csr = CsrChunk {
+        first_cell: 0,
+        indptr: vec![0],
+        ..Default::default()
+    };
     for r in rows {
         for (j, &v) in r.iter().enumerate() {
             if v != 0.0 {
@@ -49,7 +53,9 @@ fn vocab(n: usize) -> GeneVocab {
 
 #[test]
 fn missing_file() {
-    let err = open_source("/nonexistent/x.h5ad", &ReadOptions::default()).err().unwrap();
+    let err = open_source("/nonexistent/x.h5ad", &ReadOptions::default())
+        .err()
+        .unwrap();
     assert!(matches!(err, TokenizeError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/x.h5ad"));
 }
@@ -72,7 +78,9 @@ fn not_hdf5_and_truncated() {
             aido_tokenize::read_all(s.as_mut())?;
             Ok(())
         });
-        let err = res.err().unwrap_or_else(|| panic!("truncation at {cut} bytes was not detected"));
+        let err = res
+            .err()
+            .unwrap_or_else(|| panic!("truncation at {cut} bytes was not detected"));
         assert!(err.to_string().contains("trunc"), "{err}");
     }
 }
@@ -85,8 +93,19 @@ fn missing_x_names_the_object_and_the_layers() {
     w.x = None;
     w.write(&p).unwrap();
     let err = open_source(&p, &ReadOptions::default()).err().unwrap();
-    assert!(matches!(&err, TokenizeError::Missing { object, .. } if object == "X"), "{err}");
-    let err = open_source(&p, &ReadOptions { gene_column: None, layer: Some("counts".into()) }).err().unwrap();
+    assert!(
+        matches!(&err, TokenizeError::Missing { object, .. } if object == "X"),
+        "{err}"
+    );
+    let err = open_source(
+        &p,
+        &ReadOptions {
+            gene_column: None,
+            layer: Some("counts".into()),
+        },
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("layers/counts"), "{err}");
 }
 
@@ -109,9 +128,15 @@ fn raw_h5ad(path: &Path, x_enc: &str, indptr: &[i64], indices: &[i32], data: &[f
         g.set_attr("encoding-version", s("0.2.0"));
         g.set_attr("_index", s("_index"));
         g.set_attr("column-order", AttrValue::VarLenStringArray(vec![]));
-        let names: Vec<String> = if name == "var" { genes(n) } else { (0..n).map(|i| format!("c{i}")).collect() };
+        let names: Vec<String> = if name == "var" {
+            genes(n)
+        } else {
+            (0..n).map(|i| format!("c{i}")).collect()
+        };
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        g.create_dataset("_index").with_vlen_strings(&refs).set_attr("encoding-type", s("string-array"));
+        g.create_dataset("_index")
+            .with_vlen_strings(&refs)
+            .set_attr("encoding-type", s("string-array"));
         fb.add_group(g.finish());
     }
     fb.write(path).unwrap();
@@ -123,12 +148,17 @@ fn unknown_encoding_and_legacy_files() {
     let p = dir.path().join("coo.h5ad");
     raw_h5ad(&p, "coo_matrix", &[0, 1, 2], &[0, 1], &[1.0, 2.0]);
     let err = open_source(&p, &ReadOptions::default()).err().unwrap();
-    assert!(matches!(&err, TokenizeError::UnsupportedEncoding { encoding, .. } if encoding == "coo_matrix"), "{err}");
+    assert!(
+        matches!(&err, TokenizeError::UnsupportedEncoding { encoding, .. } if encoding == "coo_matrix"),
+        "{err}"
+    );
 
     // A pre-0.7 file: obs stored as a compound dataset, X without encoding attributes.
     let legacy = dir.path().join("legacy.h5ad");
     let mut fb = FileBuilder::new();
-    fb.create_dataset("X").with_f32_data(&[1.0, 2.0]).with_shape(&[1, 2]);
+    fb.create_dataset("X")
+        .with_f32_data(&[1.0, 2.0])
+        .with_shape(&[1, 2]);
     fb.create_dataset("obs").with_i32_data(&[0]);
     fb.create_dataset("var").with_i32_data(&[0, 1]);
     fb.write(&legacy).unwrap();
@@ -143,12 +173,18 @@ fn inconsistent_csr_arrays() {
     let p = dir.path().join("a.h5ad");
     raw_h5ad(&p, "csr_matrix", &[0, 1, 2], &[0, 1], &[1.0, 2.0, 3.0]);
     let err = open_source(&p, &ReadOptions::default()).err().unwrap();
-    assert!(matches!(&err, TokenizeError::ShapeMismatch { object, .. } if object == "X/data"), "{err}");
+    assert!(
+        matches!(&err, TokenizeError::ShapeMismatch { object, .. } if object == "X/data"),
+        "{err}"
+    );
     // indptr too short for the shape.
     let p = dir.path().join("b.h5ad");
     raw_h5ad(&p, "csr_matrix", &[0, 2], &[0, 1], &[1.0, 2.0]);
     let err = open_source(&p, &ReadOptions::default()).err().unwrap();
-    assert!(matches!(&err, TokenizeError::ShapeMismatch { object, .. } if object == "X/indptr"), "{err}");
+    assert!(
+        matches!(&err, TokenizeError::ShapeMismatch { object, .. } if object == "X/indptr"),
+        "{err}"
+    );
     // indptr ends beyond data.
     let p = dir.path().join("c.h5ad");
     raw_h5ad(&p, "csr_matrix", &[0, 1, 5], &[0, 1], &[1.0, 2.0]);
@@ -170,7 +206,12 @@ fn invalid_counts_name_cell_and_gene() {
         write_h5ad(&p, &[vec![1.0, 2.0, 3.0], vec![4.0, bad, 1.0]]);
         let err = tokenize(&p, &vocab(3), TokenizeOptions::default()).unwrap_err();
         match &err {
-            TokenizeError::InvalidCount { cell, cell_name, gene, .. } => {
+            TokenizeError::InvalidCount {
+                cell,
+                cell_name,
+                gene,
+                ..
+            } => {
                 assert_eq!((*cell, cell_name.as_str(), gene.as_str()), (1, "c1", "G1"));
             }
             other => panic!("expected InvalidCount, got {other}"),
@@ -183,10 +224,19 @@ fn non_integer_counts_warn_or_fail() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("frac.h5ad");
     write_h5ad(&p, &[vec![1.0, 2.5, 3.0], vec![4.0, 1.0, 1.0]]);
-    assert_eq!(tokenize(&p, &vocab(3), TokenizeOptions::default()).unwrap(), 2);
-    let strict = TokenizeOptions { non_integer: NonIntegerPolicy::Error, ..Default::default() };
+    assert_eq!(
+        tokenize(&p, &vocab(3), TokenizeOptions::default()).unwrap(),
+        2
+    );
+    let strict = TokenizeOptions {
+        non_integer: NonIntegerPolicy::Error,
+        ..Default::default()
+    };
     let err = tokenize(&p, &vocab(3), strict).unwrap_err();
-    assert!(matches!(&err, TokenizeError::NonIntegerCount { cell: 0, gene, .. } if gene == "G1"), "{err}");
+    assert!(
+        matches!(&err, TokenizeError::NonIntegerCount { cell: 0, gene, .. } if gene == "G1"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -194,11 +244,24 @@ fn empty_cells_fail_or_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("empty.h5ad");
     // Cell 1 only has counts in gene G3, which the vocabulary (G0..G2) lacks: aligned total 0.
-    write_h5ad(&p, &[vec![1.0, 2.0, 3.0, 0.0], vec![0.0, 0.0, 0.0, 5.0], vec![1.0, 0.0, 0.0, 0.0]]);
+    write_h5ad(
+        &p,
+        &[
+            vec![1.0, 2.0, 3.0, 0.0],
+            vec![0.0, 0.0, 0.0, 5.0],
+            vec![1.0, 0.0, 0.0, 0.0],
+        ],
+    );
     let v = vocab(3);
     let err = tokenize(&p, &v, TokenizeOptions::default()).unwrap_err();
-    assert!(matches!(&err, TokenizeError::EmptyCells { count: 1, examples, .. } if examples.contains("'c1'")), "{err}");
-    let skip = TokenizeOptions { empty: EmptyCellPolicy::Skip, ..Default::default() };
+    assert!(
+        matches!(&err, TokenizeError::EmptyCells { count: 1, examples, .. } if examples.contains("'c1'")),
+        "{err}"
+    );
+    let skip = TokenizeOptions {
+        empty: EmptyCellPolicy::Skip,
+        ..Default::default()
+    };
     let mut src = open_source(&p, &ReadOptions::default()).unwrap();
     let mut tok = Tokenizer::new(src.as_mut(), &v, skip).unwrap();
     let b = tok.next_batch(10).unwrap().unwrap();
@@ -214,7 +277,10 @@ fn no_gene_overlap() {
     write_h5ad(&p, &[vec![1.0, 2.0], vec![3.0, 4.0]]);
     let other = GeneVocab::from_names(vec!["ENSG1".into(), "ENSG2".into()]).unwrap();
     let err = tokenize(&p, &other, TokenizeOptions::default()).unwrap_err();
-    assert!(matches!(&err, TokenizeError::TooLittleOverlap { matched: 0, .. }), "{err}");
+    assert!(
+        matches!(&err, TokenizeError::TooLittleOverlap { matched: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -223,9 +289,17 @@ fn vocabulary_errors() {
     let p = dir.path().join("v.tsv");
     std::fs::write(&p, "gene_name\tindex\nA\t0\nB\t2\n").unwrap();
     let err = GeneVocab::from_tsv(&p).unwrap_err();
-    assert!(matches!(&err, TokenizeError::Parse { line: 3, .. }), "{err}");
+    assert!(
+        matches!(&err, TokenizeError::Parse { line: 3, .. }),
+        "{err}"
+    );
     std::fs::write(&p, "gene_name\tindex\nA\t0\nA\t1\n").unwrap();
-    assert!(GeneVocab::from_tsv(&p).unwrap_err().to_string().contains("listed twice"));
+    assert!(
+        GeneVocab::from_tsv(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice")
+    );
     std::fs::write(&p, "symbol\nA\n").unwrap();
     assert!(GeneVocab::from_tsv(&p).is_err());
 }

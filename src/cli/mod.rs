@@ -149,6 +149,9 @@ struct SimulateArgs {
     /// Draw gene names from this vocabulary instead of a synthetic panel.
     #[arg(long)]
     vocabulary: Option<PathBuf>,
+    /// Median library size in UMIs (log-normal, clipped to 1k–30k).
+    #[arg(long, default_value_t = 5000.0)]
+    median_umis: f64,
 }
 
 #[derive(Args)]
@@ -332,6 +335,7 @@ fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
     };
     let mut cfg = SimulationConfig::new(a.cells, a.cell_types, a.seed);
     cfg.n_batches = a.batches;
+    cfg.library_median = a.median_umis;
     let sim = simulate(&cfg, genes)?;
     let nnz = sim.counts.data.len();
     let n_genes = sim.genes.len();
@@ -387,6 +391,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         output: data.clone(),
         panel_out: Some(panel.clone()),
         vocabulary: None,
+        median_umis: 5000.0,
     })?;
     let input = InputArgs {
         input: data,
