@@ -1,0 +1,365 @@
+//! The AIDO.Cell modules (SPEC-model §3–5), named after the checkpoint's key tree so that
+//! loading is a renaming table: `bert.gene_embedding.linear1.weight` is
+//! `bert.gene_embedding.linear1.weight` here, except `attention.self` (a Rust keyword) →
+//! `attention.self_attn`, `LayerNorm` → `layer_norm`, and norm `weight`/`bias` → `gamma`/`beta`.
+
+use burn::module::{Module, Param};
+use burn::nn::{
+    Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm,
+    RmsNormConfig,
+};
+use burn::tensor::activation::{gelu, leaky_relu, silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Tensor};
+
+use crate::attention::attention;
+use crate::config::{AidoCellConfig, NormKind};
+
+/// LayerNorm or RMSNorm, as the checkpoint says. `[.., H] → [.., H]`.
+#[derive(Module, Debug)]
+pub enum Norm<B: Backend> {
+    /// `(x - mean) / sqrt(var + eps) · γ + β` (β optional).
+    LayerNorm(LayerNorm<B>),
+    /// `x · rsqrt(mean(x²) + eps) · γ`.
+    RmsNorm(RmsNorm<B>),
+}
+
+impl<B: Backend> Norm<B> {
+    /// A norm of width `h`.
+    pub fn new(kind: NormKind, h: usize, eps: f64, device: &B::Device) -> Self {
+        match kind {
+            NormKind::LayerNorm => {
+                Norm::LayerNorm(LayerNormConfig::new(h).with_epsilon(eps).init(device))
+            }
+            NormKind::RmsNorm => {
+                Norm::RmsNorm(RmsNormConfig::new(h).with_epsilon(eps).init(device))
+            }
+        }
+    }
+
+    /// Normalizes over the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        match self {
+            Norm::LayerNorm(n) => n.forward(x),
+            Norm::RmsNorm(n) => n.forward(x),
+        }
+    }
+}
+
+/// The auto-discretization value embedding plus the mask/pad vectors (§3 steps 1–6).
+#[derive(Module, Debug)]
+pub struct GeneEmbedding<B: Backend> {
+    /// `1 → n_bins`, with bias.
+    pub linear1: Linear<B>,
+    /// `n_bins → n_bins`, with bias.
+    pub linear2: Linear<B>,
+    /// The bin table `[n_bins, H]`.
+    pub lookup_table: Embedding<B>,
+    /// The learned mask vector `[1, H]`.
+    pub mask_embedding: Embedding<B>,
+    /// The learned pad vector `[1, H]`.
+    pub pad_embedding: Embedding<B>,
+    /// `bin_alpha`.
+    pub bin_alpha: f64,
+}
+
+impl<B: Backend> GeneEmbedding<B> {
+    /// `values: [B, S]` → `[B, S, H]`.
+    pub fn forward(&self, values: Tensor<B, 2>) -> Tensor<B, 3> {
+        let [b, s] = values.dims();
+        let v = values.clone().reshape([b, s, 1]);
+        let a = leaky_relu(self.linear1.forward(v), 0.1);
+        let r = self.linear2.forward(a.clone());
+        let w = softmax(a * self.bin_alpha + r, 2);
+        let table = self.lookup_table.weight.val();
+        let [n_bins, h] = table.dims();
+        let e = w.matmul(table.reshape([1, n_bins, h]));
+        let mask_vec = self
+            .mask_embedding
+            .weight
+            .val()
+            .reshape([1, 1, h])
+            .expand([b, s, h]);
+        let pad_vec = self
+            .pad_embedding
+            .weight
+            .val()
+            .reshape([1, 1, h])
+            .expand([b, s, h]);
+        let is_mask: Tensor<B, 3, Bool> = values
+            .clone()
+            .equal_elem(-1.0)
+            .reshape([b, s, 1])
+            .expand([b, s, h]);
+        let is_pad: Tensor<B, 3, Bool> =
+            values.equal_elem(-2.0).reshape([b, s, 1]).expand([b, s, h]);
+        e.mask_where(is_mask, mask_vec).mask_where(is_pad, pad_vec)
+    }
+}
+
+/// Query/key/value projections (`attention.self` in the checkpoint).
+#[derive(Module, Debug)]
+pub struct SelfAttention<B: Backend> {
+    /// `H → H`.
+    pub query: Linear<B>,
+    /// `H → H`.
+    pub key: Linear<B>,
+    /// `H → H`.
+    pub value: Linear<B>,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+/// The attention output projection (`attention.output`).
+#[derive(Module, Debug)]
+pub struct AttentionOutput<B: Backend> {
+    /// `H → H`.
+    pub dense: Linear<B>,
+}
+
+/// Pre-norm attention sub-block: `Wo · Attn(Norm1(h))` (the residual is added by the layer).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Norm1.
+    pub ln: Norm<B>,
+    /// Q, K, V.
+    pub self_attn: SelfAttention<B>,
+    /// Output projection.
+    pub output: AttentionOutput<B>,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `[B, S, H] → [B, S, H]`.
+    pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [b, s, hidden] = h.dims();
+        let nh = self.self_attn.num_heads;
+        let hd = hidden / nh;
+        let x = self.ln.forward(h);
+        let split = |t: Tensor<B, 3>| t.reshape([b, s, nh, hd]).swap_dims(1, 2);
+        let q = split(self.self_attn.query.forward(x.clone()));
+        let k = split(self.self_attn.key.forward(x.clone()));
+        let v = split(self.self_attn.value.forward(x));
+        let ctx = attention(q, k, v).swap_dims(1, 2).reshape([b, s, hidden]);
+        self.output.dense.forward(ctx)
+    }
+}
+
+/// SwiGLU feed-forward: `down(SiLU(gate x) ⊙ up x)`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `H → I`.
+    pub up_proj: Linear<B>,
+    /// `H → I`.
+    pub gate_proj: Linear<B>,
+    /// `I → H`.
+    pub down_proj: Linear<B>,
+}
+
+/// One pre-norm block.
+#[derive(Module, Debug)]
+pub struct Layer<B: Backend> {
+    /// Attention sub-block (holds Norm1).
+    pub attention: Attention<B>,
+    /// Norm2.
+    pub ln: Norm<B>,
+    /// SwiGLU.
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Layer<B> {
+    /// `[B, S, H] → [B, S, H]`.
+    pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let h = h.clone() + self.attention.forward(h);
+        let x = self.ln.forward(h.clone());
+        let m = &self.mlp;
+        h + m
+            .down_proj
+            .forward(silu(m.gate_proj.forward(x.clone())) * m.up_proj.forward(x))
+    }
+}
+
+/// The block stack and the final norm.
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    /// Blocks `0..L`.
+    pub layer: Vec<Layer<B>>,
+    /// Final norm.
+    pub ln: Norm<B>,
+}
+
+/// The backbone (`bert.*`): embeddings and encoder.
+#[derive(Module, Debug)]
+pub struct AidoCellModel<B: Backend> {
+    /// Value embedding.
+    pub gene_embedding: GeneEmbedding<B>,
+    /// Learned position table `[G + 2, H]`.
+    pub position_embedding: Embedding<B>,
+    /// Encoder.
+    pub encoder: Encoder<B>,
+}
+
+/// What a backbone forward returns.
+#[derive(Debug, Clone)]
+pub struct EncoderOutput<B: Backend> {
+    /// `[B, S, H]` after the final norm.
+    pub last_hidden_state: Tensor<B, 3>,
+    /// With `output_hidden_states`: `L + 1` tensors `[B, S, H]` — the embedding output, the raw
+    /// residual stream after blocks `1..L-1`, and `last_hidden_state` (the reference's convention).
+    pub hidden_states: Option<Vec<Tensor<B, 3>>>,
+}
+
+impl<B: Backend> AidoCellModel<B> {
+    /// The embedding output `h0 = e + P[0..S]`: `values [B, S]` → `[B, S, H]`.
+    pub fn embed(&self, values: Tensor<B, 2>) -> Tensor<B, 3> {
+        let [_, s] = values.dims();
+        let table = self.position_embedding.weight.val();
+        let [rows, h] = table.dims();
+        assert!(
+            s <= rows,
+            "sequence of {s} positions exceeds the position table ({rows})"
+        );
+        let pos = table.slice([0..s, 0..h]).reshape([1, s, h]);
+        self.gene_embedding.forward(values) + pos
+    }
+
+    /// `values [B, S]` (preprocessed, `S = G + 2`) → encoder output.
+    pub fn forward(&self, values: Tensor<B, 2>, output_hidden_states: bool) -> EncoderOutput<B> {
+        let mut h = self.embed(values);
+        let mut states = output_hidden_states.then(Vec::new);
+        for layer in &self.encoder.layer {
+            // Before block i: h0 for i = 0, else the raw residual stream after block i.
+            if let Some(st) = states.as_mut() {
+                st.push(h.clone());
+            }
+            h = layer.forward(h);
+        }
+        let last = self.encoder.ln.forward(h);
+        if let Some(st) = states.as_mut() {
+            st.push(last.clone());
+        }
+        EncoderOutput {
+            last_hidden_state: last,
+            hidden_states: states,
+        }
+    }
+}
+
+/// `cls.predictions.transform`.
+#[derive(Module, Debug)]
+pub struct Transform<B: Backend> {
+    /// `H → H`, with bias.
+    pub dense: Linear<B>,
+    /// The head norm (named `LayerNorm` in the checkpoint even when it is an RMSNorm).
+    pub layer_norm: Norm<B>,
+}
+
+/// `cls.predictions`: the masked-value regression head.
+#[derive(Module, Debug)]
+pub struct Predictions<B: Backend> {
+    /// dense → GELU → norm.
+    pub transform: Transform<B>,
+    /// `H → 1`, no bias of its own.
+    pub decoder: Linear<B>,
+    /// The scalar output bias `[1]`.
+    pub bias: Param<Tensor<B, 1>>,
+}
+
+/// `cls`.
+#[derive(Module, Debug)]
+pub struct Cls<B: Backend> {
+    /// The head.
+    pub predictions: Predictions<B>,
+}
+
+impl<B: Backend> Cls<B> {
+    /// `[B, S, H] → [B, S, 1]`: predicted `ln(1 + count/total·1e4)` per position.
+    pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        let p = &self.predictions;
+        let x = p
+            .transform
+            .layer_norm
+            .forward(gelu(p.transform.dense.forward(h)));
+        p.decoder.forward(x) + p.bias.val().reshape([1, 1, 1])
+    }
+}
+
+/// The whole checkpoint: backbone plus (optionally) the pretraining head.
+#[derive(Module, Debug)]
+pub struct AidoCell<B: Backend> {
+    /// The backbone.
+    pub bert: AidoCellModel<B>,
+    /// The masked-value head (absent for an encoder-only load).
+    pub cls: Option<Cls<B>>,
+}
+
+impl<B: Backend> AidoCell<B> {
+    /// Head output for `values [B, S]`: `[B, S, 1]`, or `None` without a head.
+    pub fn head(&self, last_hidden_state: Tensor<B, 3>) -> Option<Tensor<B, 3>> {
+        self.cls.as_ref().map(|c| c.forward(last_hidden_state))
+    }
+}
+
+fn linear<B: Backend>(i: usize, o: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(i, o).with_bias(bias).init(device)
+}
+
+impl AidoCellConfig {
+    /// Random-initialized model of this configuration (head included when `with_head`).
+    pub fn init<B: Backend>(&self, with_head: bool, device: &B::Device) -> AidoCell<B> {
+        let (h, i, nb, bias) = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.bin_num,
+            self.add_linear_bias,
+        );
+        let norm = |d: &B::Device| Norm::new(self.norm, h, self.layer_norm_eps, d);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| Layer {
+                attention: Attention {
+                    ln: norm(device),
+                    self_attn: SelfAttention {
+                        query: linear(h, h, bias, device),
+                        key: linear(h, h, bias, device),
+                        value: linear(h, h, bias, device),
+                        num_heads: self.num_attention_heads,
+                    },
+                    output: AttentionOutput {
+                        dense: linear(h, h, bias, device),
+                    },
+                },
+                ln: norm(device),
+                mlp: Mlp {
+                    up_proj: linear(h, i, bias, device),
+                    gate_proj: linear(h, i, bias, device),
+                    down_proj: linear(i, h, bias, device),
+                },
+            })
+            .collect();
+        let bert = AidoCellModel {
+            gene_embedding: GeneEmbedding {
+                linear1: linear(1, nb, true, device),
+                linear2: linear(nb, nb, true, device),
+                lookup_table: EmbeddingConfig::new(nb, h).init(device),
+                mask_embedding: EmbeddingConfig::new(1, h).init(device),
+                pad_embedding: EmbeddingConfig::new(1, h).init(device),
+                bin_alpha: self.bin_alpha,
+            },
+            position_embedding: EmbeddingConfig::new(self.seq_len(), h).init(device),
+            encoder: Encoder {
+                layer: layers,
+                ln: norm(device),
+            },
+        };
+        let cls = with_head.then(|| Cls {
+            predictions: Predictions {
+                transform: Transform {
+                    dense: linear(h, h, true, device),
+                    layer_norm: norm(device),
+                },
+                decoder: linear(h, 1, false, device),
+                bias: Param::from_tensor(Tensor::zeros([1], device)),
+            },
+        });
+        AidoCell { bert, cls }
+    }
+}

@@ -1,0 +1,199 @@
+//! Parity with the authors' PyTorch code: every case in `../shared/fixtures/aido_cell/`
+//! (outputs of `CellFoundationForMaskedLM` on random-weight checkpoints in the released layout).
+//! Tolerances (fixtures README §8): 5e-5 absolute for hidden states and head output, 1e-5 for
+//! pooled cell embeddings.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use aido_model::embed::pool;
+use aido_model::load::load_weights;
+use aido_model::{Cpu, LoadMode, Pooling};
+use aido_tokenize::PreprocessConfig;
+use aido_tokenize::shared::shared_path;
+use burn::tensor::{Tensor, TensorData};
+
+struct Case {
+    t: HashMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl Case {
+    fn load(folder: &str) -> Case {
+        let bytes = std::fs::read(shared_path(&format!(
+            "fixtures/aido_cell/{folder}/cases.safetensors"
+        )))
+        .unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                let d = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                (n, (v.shape().to_vec(), d))
+            })
+            .collect();
+        Case { t }
+    }
+    fn get(&self, name: &str) -> &(Vec<usize>, Vec<f32>) {
+        self.t
+            .get(name)
+            .unwrap_or_else(|| panic!("fixture tensor {name}"))
+    }
+    fn tensor2(&self, name: &str) -> Tensor<Cpu, 2> {
+        let (s, d) = self.get(name);
+        Tensor::from_data(
+            TensorData::new(d.clone(), [s[0], s[1]]),
+            &Default::default(),
+        )
+    }
+}
+
+fn max_diff<const D: usize>(got: Tensor<Cpu, D>, want: &[f32]) -> f32 {
+    let g: Vec<f32> = got.into_data().into_vec().unwrap();
+    assert_eq!(g.len(), want.len());
+    g.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check_tiny(folder: &str, weights: &str, n_layers: usize) {
+    let dir = shared_path(&format!("fixtures/aido_cell/{folder}"));
+    let (model, cfg) = load_weights::<Cpu>(
+        &dir.join("config.json"),
+        &dir.join(weights),
+        LoadMode::Full,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(cfg.num_hidden_layers, n_layers);
+    let c = Case::load(folder);
+    let out = model.bert.forward(c.tensor2("input_values"), true);
+    let hs = out.hidden_states.unwrap();
+    assert_eq!(hs.len(), n_layers + 1, "L + 1 hidden states");
+    for (i, h) in hs.into_iter().enumerate() {
+        let d = max_diff(h, &c.get(&format!("hidden_states_{i}")).1);
+        assert!(
+            d <= 5e-5,
+            "{folder}/{weights}: hidden_states_{i} max |Δ| = {d}"
+        );
+    }
+    let d = max_diff(out.last_hidden_state.clone(), &c.get("last_hidden_state").1);
+    assert!(d <= 5e-5, "{folder}/{weights}: last_hidden_state {d}");
+    let logits = model.head(out.last_hidden_state.clone()).unwrap();
+    let d = max_diff(logits, &c.get("logits").1);
+    assert!(d <= 5e-5, "{folder}/{weights}: logits {d}");
+    // pool_mask is all ones for the tiny cases: 64 present genes + 2 depth positions.
+    let present: Vec<u8> = c.get("pool_mask").1[..66]
+        .iter()
+        .map(|&x| x as u8)
+        .collect();
+    let emb = pool(out.last_hidden_state, &present, Pooling::PresentMean);
+    let d = max_diff(emb, &c.get("cell_embedding_mean").1);
+    assert!(d <= 1e-5, "{folder}/{weights}: cell_embedding_mean {d}");
+    // Mask (-1) and pad (-2) inputs.
+    let special = c.tensor2("input_values_special");
+    let d = max_diff(
+        model.bert.embed(special.clone()),
+        &c.get("hidden_states_special_0").1,
+    );
+    assert!(d <= 5e-5, "{folder}/{weights}: hidden_states_special_0 {d}");
+    let out = model.bert.forward(special, false);
+    let d = max_diff(
+        out.last_hidden_state.clone(),
+        &c.get("last_hidden_state_special").1,
+    );
+    assert!(
+        d <= 5e-5,
+        "{folder}/{weights}: last_hidden_state_special {d}"
+    );
+    let d = max_diff(
+        model.head(out.last_hidden_state).unwrap(),
+        &c.get("logits_special").1,
+    );
+    assert!(d <= 5e-5, "{folder}/{weights}: logits_special {d}");
+}
+
+#[test]
+fn tiny_layernorm_no_bias_safetensors_and_bin() {
+    check_tiny("tiny_ln_nobias", "model.safetensors", 3);
+    check_tiny("tiny_ln_nobias", "pytorch_model.bin", 3);
+}
+
+#[test]
+fn tiny_rmsnorm_bias_safetensors_and_bin() {
+    check_tiny("tiny_rms_bias", "model.safetensors", 2);
+    check_tiny("tiny_rms_bias", "pytorch_model.bin", 2);
+}
+
+#[test]
+fn full_length_3m_two_real_cells() {
+    let dir = shared_path("fixtures/aido_cell/aido_cell_3m_random");
+    let (model, cfg) =
+        aido_model::load_checkpoint::<Cpu>(Path::new(&dir), LoadMode::Full, &Default::default())
+            .unwrap();
+    assert_eq!(
+        (cfg.hidden_size, cfg.num_hidden_layers, cfg.seq_len()),
+        (128, 6, 19_266)
+    );
+    let c = Case::load("aido_cell_3m_random");
+    let (g, s) = (19_264, 19_266);
+    let counts = &c.get("counts").1;
+    let mask = &c.get("pool_mask").1;
+    let want_emb = &c.get("cell_embedding_mean").1;
+    let want_logits = &c.get("logits").1;
+    for cell in 0..2 {
+        // Preprocessing by aido-tokenize from the stored raw counts.
+        let values = PreprocessConfig::default()
+            .dense_row(&counts[cell * g..(cell + 1) * g])
+            .unwrap();
+        let x = Tensor::<Cpu, 2>::from_data(TensorData::new(values, [1, s]), &Default::default());
+        let out = model.bert.forward(x, false);
+        if cell == 0 {
+            let d = max_diff(out.last_hidden_state.clone(), &c.get("last_hidden_state").1);
+            assert!(d <= 5e-5, "3M last_hidden_state max |Δ| = {d}");
+        }
+        let d = max_diff(
+            model.head(out.last_hidden_state.clone()).unwrap(),
+            &want_logits[cell * s..(cell + 1) * s],
+        );
+        assert!(d <= 5e-5, "3M logits cell {cell}: {d}");
+        let present: Vec<u8> = mask[cell * s..(cell + 1) * s]
+            .iter()
+            .map(|&x| x as u8)
+            .collect();
+        let emb = pool(out.last_hidden_state, &present, Pooling::PresentMean);
+        let d = max_diff(emb, &want_emb[cell * 128..(cell + 1) * 128]);
+        assert!(d <= 1e-5, "3M cell_embedding_mean cell {cell}: {d}");
+    }
+}
+
+#[test]
+fn burnpack_roundtrip_keeps_outputs() {
+    let dir = shared_path("fixtures/aido_cell/tiny_rms_bias");
+    let (model, cfg) =
+        aido_model::load_checkpoint::<Cpu>(&dir, LoadMode::Full, &Default::default()).unwrap();
+    let tmp = std::env::temp_dir().join(format!("aido-bpk-{}.bpk", std::process::id()));
+    aido_model::load::save_burnpack(&model, &tmp).unwrap();
+    let back =
+        aido_model::load::load_burnpack::<Cpu>(&cfg, true, &tmp, &Default::default()).unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    let c = Case::load("tiny_rms_bias");
+    let a = model
+        .bert
+        .forward(c.tensor2("input_values"), false)
+        .last_hidden_state;
+    let b: Vec<f32> = back
+        .bert
+        .forward(c.tensor2("input_values"), false)
+        .last_hidden_state
+        .into_data()
+        .into_vec()
+        .unwrap();
+    assert_eq!(max_diff(a, &b), 0.0);
+}
