@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use hdf5_pure::{AttrValue, ChunkCacheConfig, DType, Dataset, File, FileAccessProperties};
 
 use crate::error::{Result, TokenizeError};
+use crate::source::CsrChunk;
 
 /// An HDF5 file opened for reading, with its path kept for error messages.
 pub struct H5 {
@@ -235,6 +236,49 @@ impl H5 {
         Ok(v.into_iter()
             .map(|s| s.trim_end_matches('\0').to_string())
             .collect())
+    }
+
+    /// Rows `[start, start + n)` of a compressed matrix stored as `{group}/indptr`,
+    /// `{group}/indices`, `{group}/data` (CSR over cells, or 10x's CSC over cells), with every
+    /// minor index checked against `n_minor`.
+    pub fn read_compressed_window(
+        &self,
+        group: &str,
+        start: usize,
+        n: usize,
+        n_minor: usize,
+    ) -> Result<CsrChunk> {
+        let ptr = self.read_index_rows(&format!("{group}/indptr"), start, n + 1)?;
+        if ptr.windows(2).any(|w| w[0] > w[1]) {
+            return Err(TokenizeError::ShapeMismatch {
+                path: self.path.clone(),
+                object: format!("{group}/indptr"),
+                detail: format!("indptr decreases within cells {start}..{}", start + n),
+            });
+        }
+        let (a, b) = (ptr[0] as usize, ptr[n] as usize);
+        let idx = self.read_index_rows(&format!("{group}/indices"), a, b - a)?;
+        let data = self.read_f32_rows(&format!("{group}/data"), a, b - a, 1)?;
+        let mut indices = Vec::with_capacity(idx.len());
+        for j in idx {
+            if j as usize >= n_minor {
+                return Err(TokenizeError::ShapeMismatch {
+                    path: self.path.clone(),
+                    object: format!("{group}/indices"),
+                    detail: format!(
+                        "gene index {j} outside {n_minor} genes (cells {start}..{})",
+                        start + n
+                    ),
+                });
+            }
+            indices.push(j as u32);
+        }
+        Ok(CsrChunk {
+            first_cell: start,
+            indptr: ptr.iter().map(|&p| p as usize - a).collect(),
+            indices,
+            data,
+        })
     }
 
     fn check_len(&self, object: &str, got: usize, want: usize, start: usize) -> Result<()> {

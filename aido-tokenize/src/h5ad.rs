@@ -460,35 +460,9 @@ impl CellSource for H5adSource {
         };
         match &self.layout {
             Layout::Csr => {
-                let m = &self.matrix;
-                let ptr = self
+                chunk = self
                     .h5
-                    .read_index_rows(&format!("{m}/indptr"), start, n + 1)?;
-                let (a, b) = (ptr[0] as usize, ptr[n] as usize);
-                if ptr.windows(2).any(|w| w[0] > w[1]) {
-                    return Err(TokenizeError::ShapeMismatch {
-                        path: self.path.clone(),
-                        object: format!("{m}/indptr"),
-                        detail: format!("indptr decreases within cells {start}..{end}"),
-                    });
-                }
-                let idx = self.h5.read_index_rows(&format!("{m}/indices"), a, b - a)?;
-                chunk.data = self.h5.read_f32_rows(&format!("{m}/data"), a, b - a, 1)?;
-                chunk.indices = Vec::with_capacity(idx.len());
-                for j in idx {
-                    if j as usize >= self.n_genes {
-                        return Err(TokenizeError::ShapeMismatch {
-                            path: self.path.clone(),
-                            object: format!("{m}/indices"),
-                            detail: format!(
-                                "gene index {j} outside {} genes (cells {start}..{end})",
-                                self.n_genes
-                            ),
-                        });
-                    }
-                    chunk.indices.push(j as u32);
-                }
-                chunk.indptr.extend(ptr.iter().map(|&p| p as usize - a));
+                    .read_compressed_window(&self.matrix, start, n, self.n_genes)?;
             }
             Layout::Dense => {
                 let vals = self

@@ -140,37 +140,10 @@ impl CellSource for TenxH5Source {
         }
         let end = (start + max_cells).min(self.n_cells);
         let n = end - start;
-        let g = &self.group;
-        let ptr = self
+        let chunk = self
             .h5
-            .read_index_rows(&format!("{g}/indptr"), start, n + 1)?;
-        if ptr.windows(2).any(|w| w[0] > w[1]) {
-            return Err(TokenizeError::ShapeMismatch {
-                path: self.path.clone(),
-                object: format!("{g}/indptr"),
-                detail: format!("indptr decreases within cells {start}..{end}"),
-            });
-        }
-        let (a, b) = (ptr[0] as usize, ptr[n] as usize);
-        let idx = self.h5.read_index_rows(&format!("{g}/indices"), a, b - a)?;
-        let data = self.h5.read_f32_rows(&format!("{g}/data"), a, b - a, 1)?;
-        let mut indices = Vec::with_capacity(idx.len());
-        for j in idx {
-            if j as usize >= self.n_genes {
-                return Err(TokenizeError::ShapeMismatch {
-                    path: self.path.clone(),
-                    object: format!("{g}/indices"),
-                    detail: format!("gene index {j} outside {} genes", self.n_genes),
-                });
-            }
-            indices.push(j as u32);
-        }
+            .read_compressed_window(&self.group, start, n, self.n_genes)?;
         self.next_cell = end;
-        Ok(Some(CsrChunk {
-            first_cell: start,
-            indptr: ptr.iter().map(|&p| p as usize - a).collect(),
-            indices,
-            data,
-        }))
+        Ok(Some(chunk))
     }
 }
