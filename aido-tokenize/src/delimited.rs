@@ -37,7 +37,7 @@ impl DelimitedSource {
         let mut header: Option<Vec<String>> = None;
         let mut first_fields: Vec<String> = Vec::new();
         let mut first_row_len = 0usize;
-        for (i, l) in open_text(path)?.lines().enumerate() {
+        for l in open_text(path)?.lines() {
             let l = l.map_err(|e| TokenizeError::io(path, e))?;
             if l.trim().is_empty() {
                 continue;
@@ -49,7 +49,6 @@ impl DelimitedSource {
             if first_fields.is_empty() {
                 first_row_len = split(&l, sep).count();
             }
-            let _ = i;
             first_fields.push(split(&l, sep).next().unwrap_or("").to_string());
         }
         let header = header.ok_or_else(|| TokenizeError::Parse {
