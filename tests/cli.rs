@@ -216,10 +216,18 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
 
 #[test]
 fn demo_runs_without_any_files() {
+    let dir = tempfile::tempdir().unwrap();
     let o = aido()
-        .args(["demo", "--cells", "60", "--genes", "300"])
+        .args(["demo", "--cells", "60", "--genes", "300", "--out"])
+        .arg(dir.path())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("model input [60 × 302]"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("obsm/X_aido_cell [60 × 64]"), "{stdout}");
+    let h5 = aido::tokenize::h5::H5::open(&dir.path().join("demo_embeddings.h5ad")).unwrap();
+    let emb = h5.read_f32_rows("obsm/X_aido_cell", 0, 60, 64).unwrap();
+    assert!(emb.iter().all(|v| v.is_finite()));
+    // Different cells get different embeddings.
+    assert!(emb[..64].iter().zip(&emb[64..128]).any(|(a, b)| a != b));
 }

@@ -64,6 +64,20 @@ pub enum ModelError {
         /// Shape in the file.
         found: Vec<usize>,
     },
+    /// Model input that does not fit the model (wrong length, unknown gene, …).
+    #[error("{0}")]
+    Input(String),
+    /// The model produced NaN or infinity for a cell (never passed on to outputs).
+    #[error("non-finite {what} for cell {cell} of the batch (check the input values and the weights)")]
+    NonFinite {
+        /// Row within the batch.
+        cell: usize,
+        /// Which output.
+        what: &'static str,
+    },
+    /// A compute device that this build or machine does not provide.
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Result alias.

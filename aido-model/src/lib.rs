@@ -6,11 +6,16 @@
 //!
 //! - [`config`]: [`AidoCellConfig`] — presets (3M, 10M, 100M, 650M) and `config.json`.
 //! - [`model`]: the modules, named after the checkpoint key tree.
-//! - [`attention`]: the single attention seam.
+//! - [`attention`]: the single attention seam, a backend extension with a linear-memory
+//!   backward ([`attention::AttentionBackend`]).
 //! - [`load`]: `model.safetensors` / `pytorch_model.bin` loading with typed errors; burnpack.
-//! - [`embed`]: pooling and conversion of outputs to `ndarray`.
+//! - [`embed`]: pooling, gene embeddings, the batch [`Embedder`], conversion to `ndarray`.
+//! - [`backend`]: the CPU/CUDA/wgpu backends and [`DeviceKind`].
+
+pub use burn;
 
 pub mod attention;
+pub mod backend;
 pub mod config;
 pub mod embed;
 pub mod error;
@@ -18,10 +23,9 @@ pub mod load;
 pub mod model;
 
 pub use config::{AidoCellConfig, NormKind};
-pub use embed::Pooling;
+pub use embed::{Embedder, Embeddings, Pooling};
 pub use error::{ModelError, Result};
 pub use load::{LoadMode, load_checkpoint};
 pub use model::{AidoCell, AidoCellModel, EncoderOutput};
-
-/// The CPU backend used by default (burn-flex, f32).
-pub type Cpu = burn::backend::Flex;
+pub use attention::AttentionBackend;
+pub use backend::{Cpu, DeviceKind};

@@ -12,7 +12,7 @@ use burn::tensor::activation::{gelu, leaky_relu, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
-use crate::attention::attention;
+use crate::attention::{AttentionBackend, attention};
 use crate::config::{AidoCellConfig, NormKind};
 
 /// LayerNorm or RMSNorm, as the checkpoint says. `[.., H] → [.., H]`.
@@ -128,7 +128,7 @@ pub struct Attention<B: Backend> {
     pub output: AttentionOutput<B>,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: AttentionBackend> Attention<B> {
     /// `[B, S, H] → [B, S, H]`.
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, hidden] = h.dims();
@@ -166,7 +166,7 @@ pub struct Layer<B: Backend> {
     pub mlp: Mlp<B>,
 }
 
-impl<B: Backend> Layer<B> {
+impl<B: AttentionBackend> Layer<B> {
     /// `[B, S, H] → [B, S, H]`.
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = h.clone() + self.attention.forward(h);
@@ -209,6 +209,16 @@ pub struct EncoderOutput<B: Backend> {
 }
 
 impl<B: Backend> AidoCellModel<B> {
+    /// Positions of the model: the rows of the position table (`G + 2`).
+    pub fn seq_len(&self) -> usize {
+        self.position_embedding.weight.dims()[0]
+    }
+
+    /// Hidden size `H`.
+    pub fn hidden_size(&self) -> usize {
+        self.position_embedding.weight.dims()[1]
+    }
+
     /// The embedding output `h0 = e + P[0..S]`: `values [B, S]` → `[B, S, H]`.
     pub fn embed(&self, values: Tensor<B, 2>) -> Tensor<B, 3> {
         let [_, s] = values.dims();
@@ -222,6 +232,9 @@ impl<B: Backend> AidoCellModel<B> {
         self.gene_embedding.forward(values) + pos
     }
 
+}
+
+impl<B: AttentionBackend> AidoCellModel<B> {
     /// `values [B, S]` (preprocessed, `S = G + 2`) → encoder output.
     pub fn forward(&self, values: Tensor<B, 2>, output_hidden_states: bool) -> EncoderOutput<B> {
         let mut h = self.embed(values);

@@ -26,6 +26,15 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::U8 => 1,
+            Dtype::I64 => 8,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "F32",
@@ -49,6 +58,17 @@ pub struct ExtraTensor {
 }
 
 impl ExtraTensor {
+    /// Names a tensor that [`SafetensorsRowWriter::finish`] will add, for
+    /// [`SafetensorsRowWriter::create`]'s header reservation: only name, type and (largest)
+    /// shape matter, no data is held.
+    pub fn hint(name: &str, dtype: Dtype, shape: Vec<usize>) -> Self {
+        ExtraTensor {
+            name: name.into(),
+            dtype,
+            shape,
+            bytes: Vec::new(),
+        }
+    }
     /// An f32 tensor.
     pub fn f32(name: &str, shape: Vec<usize>, data: &[f32]) -> Self {
         ExtraTensor {
@@ -124,7 +144,8 @@ fn header_json(
 impl SafetensorsRowWriter {
     /// Starts a file at `path` (written under a temporary name until [`finish`](Self::finish))
     /// for a matrix `name` of `width` columns and at most `max_rows` rows. `extras_hint`
-    /// lists the names, types and shapes of the tensors that [`finish`](Self::finish) will add.
+    /// lists the names, types and largest shapes of the tensors that [`finish`](Self::finish)
+    /// will add (see [`ExtraTensor::hint`]; their data is not used).
     pub fn create(
         path: impl AsRef<Path>,
         name: &str,
@@ -138,7 +159,10 @@ impl SafetensorsRowWriter {
         // Reserve room for the largest header: the real row count has at most as many digits.
         let extras: Vec<_> = extras_hint
             .iter()
-            .map(|e| (e.name.clone(), e.dtype, e.shape.clone(), e.bytes.len()))
+            .map(|e| {
+                let len = e.shape.iter().product::<usize>() * e.dtype.size();
+                (e.name.clone(), e.dtype, e.shape.clone(), len)
+            })
             .collect();
         let worst = header_json(name, max_rows, width, &extras, &metadata);
         let header_len = (worst.len() + 64).div_ceil(8) * 8;

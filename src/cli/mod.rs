@@ -1,12 +1,14 @@
 //! Argument parsing and the subcommands of `aido`.
 
+mod embed;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use aido_tokenize::{
     AlignOptions, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, PreprocessConfig, ReadOptions,
-    TokenizeOptions, TokenizeStats, Tokenizer,
+    TokenizeOptions, Tokenizer,
     h5ad_out::{H5adWriter, XMatrix},
     open_source,
     safetensors_out::{ExtraTensor, SafetensorsRowWriter},
@@ -33,6 +35,8 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Write a synthetic raw-count h5ad with known cell types.
     Simulate(SimulateArgs),
+    /// Cell (and gene) embeddings of a single-cell file with an AIDO.Cell checkpoint.
+    Embed(embed::EmbedArgs),
     /// Run the end-to-end default on embedded simulated data (no files needed).
     Demo(DemoArgs),
 }
@@ -43,9 +47,6 @@ pub(crate) struct InputArgs {
     /// Input: .h5ad, Cell Ranger .h5, a Matrix Market folder, or dense .csv/.tsv.
     #[arg(long)]
     input: PathBuf,
-    /// Gene vocabulary TSV (`gene_name<TAB>index`, file order = position order).
-    #[arg(long)]
-    genes: PathBuf,
     /// Column with gene symbols: a `var` column (h5ad) or `name`/`id` (10x, Matrix Market).
     #[arg(long)]
     gene_column: Option<String>,
@@ -67,9 +68,6 @@ pub(crate) struct InputArgs {
     /// Minimum fraction of the data's genes found in the vocabulary.
     #[arg(long, default_value_t = 0.10)]
     min_overlap_fraction: f64,
-    /// Cells per read window.
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
 }
 
 impl InputArgs {
@@ -118,6 +116,12 @@ impl InputArgs {
 struct TokenizeArgs {
     #[command(flatten)]
     input: InputArgs,
+    /// Gene vocabulary TSV (`gene_name<TAB>index`, file order = position order).
+    #[arg(long)]
+    genes: PathBuf,
+    /// Cells per read window.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
     /// Output .safetensors file.
     #[arg(long)]
     output: PathBuf,
@@ -157,10 +161,10 @@ struct SimulateArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Cells to simulate.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 400)]
     cells: usize,
-    /// Genes in the synthetic panel.
-    #[arg(long, default_value_t = 2000)]
+    /// Genes in the synthetic panel (the model's sequence is this + 2).
+    #[arg(long, default_value_t = 1000)]
     genes: usize,
     /// Keep the demo's files in this folder (default: a temporary folder, removed afterwards).
     #[arg(long)]
@@ -180,8 +184,9 @@ pub fn run() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Tokenize(a) => cmd_tokenize(&a).map(|_| ()),
+        Command::Tokenize(a) => cmd_tokenize(&a),
         Command::Simulate(a) => cmd_simulate(&a),
+        Command::Embed(a) => embed::cmd_embed(&a, true).map(|_| ()),
         Command::Demo(a) => cmd_demo(&a),
     };
     match res {
@@ -207,26 +212,22 @@ pub(crate) fn progress(n: u64, what: &str) -> ProgressBar {
     pb
 }
 
-/// Summary of one tokenization run.
-pub(crate) struct TokenizeSummary {
-    pub stats: TokenizeStats,
-    pub seconds: f64,
-    pub n_present: usize,
-    pub seq_len: usize,
-    pub depth_mean: f64,
-}
-
-fn cmd_tokenize(a: &TokenizeArgs) -> Result<TokenizeSummary> {
-    tokenize_to_safetensors(&a.input, &a.output, true)
+fn cmd_tokenize(a: &TokenizeArgs) -> Result<()> {
+    tokenize_to_safetensors(&a.input, &a.genes, a.batch_size, &a.output, true)
 }
 
 pub(crate) fn tokenize_to_safetensors(
     a: &InputArgs,
+    genes: &Path,
+    batch_size: usize,
     output: &Path,
     verbose: bool,
-) -> Result<TokenizeSummary> {
+) -> Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
     let opts = a.options()?;
-    let vocab = GeneVocab::from_tsv(&a.genes)?;
+    let vocab = GeneVocab::from_tsv(genes)?;
     let mut source = open_source(&a.input, &a.read_options())?;
     let n_cells = source.n_cells();
     let t0 = Instant::now();
@@ -237,7 +238,7 @@ pub(crate) fn tokenize_to_safetensors(
     let present = tok.alignment().present().to_vec();
     let mut meta = std::collections::BTreeMap::new();
     meta.insert("input".to_string(), a.input.display().to_string());
-    meta.insert("gene_vocabulary".to_string(), a.genes.display().to_string());
+    meta.insert("gene_vocabulary".to_string(), genes.display().to_string());
     meta.insert("gene_column".to_string(), tok.report().column.clone());
     meta.insert("depth_floor".to_string(), a.depth_floor.clone());
     meta.insert(
@@ -256,17 +257,12 @@ pub(crate) fn tokenize_to_safetensors(
         ProgressBar::hidden()
     };
     let mut kept: Vec<i64> = Vec::with_capacity(n_cells);
-    let g = vocab.len();
-    let mut depth_sum = 0.0f64;
-    while let Some(batch) = tok.next_batch(a.batch_size)? {
+    while let Some(batch) = tok.next_batch(batch_size)? {
         let vals = batch
             .values
             .as_slice()
             .context("internal: non-contiguous batch")?;
         writer.write_rows(vals)?;
-        for r in 0..batch.values.nrows() {
-            depth_sum += f64::from(batch.values[(r, g)]);
-        }
         kept.extend(batch.cells.iter().map(|&c| c as i64));
         pb.set_position(tok.stats().cells_read as u64);
     }
@@ -300,13 +296,7 @@ pub(crate) fn tokenize_to_safetensors(
             stats.cells_read as f64 / seconds.max(1e-9)
         );
     }
-    Ok(TokenizeSummary {
-        n_present: present.iter().filter(|&&p| p == 1).count(),
-        seq_len: vocab.seq_len(),
-        depth_mean: depth_sum / stats.cells_written.max(1) as f64,
-        stats,
-        seconds,
-    })
+    Ok(())
 }
 
 fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
@@ -377,7 +367,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         }
     };
     println!(
-        "aido demo: simulate → tokenize (files in {})",
+        "aido demo: simulate → random-init model → embed (files in {})",
         dir.display()
     );
     let data = dir.join("demo.h5ad");
@@ -393,28 +383,45 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         vocabulary: None,
         median_umis: 5000.0,
     })?;
-    let input = InputArgs {
-        input: data,
-        genes: panel,
-        gene_column: None,
-        layer: None,
-        depth_floor: "5".into(),
-        strict: true,
-        skip_empty: false,
-        min_overlap_genes: 1000,
-        min_overlap_fraction: 0.1,
-        batch_size: 256,
-    };
-    let out = dir.join("demo_tokens.safetensors");
-    let s = tokenize_to_safetensors(&input, &out, true)?;
+    // A small model over the simulated panel (random weights until `aido pretrain` lands).
+    let cfg = aido_model::AidoCellConfig::new(a.genes, 64, 2, 4, 128);
+    cfg.validate()?;
+    let device = Default::default();
+    <aido_model::Cpu as aido_model::burn::tensor::backend::Backend>::seed(&device, a.seed);
+    let model = cfg.init::<aido_model::Cpu>(false, &device).bert;
     println!(
-        "summary: {} cells → model input [{} × {}], {} positions present, mean depth token {:.3}, {:.0} cells/s",
-        s.stats.cells_written,
-        s.stats.cells_written,
-        s.seq_len,
-        s.n_present,
-        s.depth_mean,
-        s.stats.cells_read as f64 / s.seconds.max(1e-9)
+        "model: {} genes + 2 depth positions, hidden {}, {} layers, {} heads (random init, seed {})",
+        cfg.n_genes, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, a.seed
+    );
+    let out = dir.join("demo_embeddings.h5ad");
+    let args = embed::EmbedArgs {
+        model: PathBuf::from("random-init-demo-model"),
+        input: InputArgs {
+            input: data,
+            gene_column: None,
+            layer: None,
+            depth_floor: "5".into(),
+            strict: true,
+            skip_empty: false,
+            min_overlap_genes: 1000,
+            min_overlap_fraction: 0.1,
+        },
+        genes: Some(panel.clone()),
+        pooling: aido_model::Pooling::PresentMean,
+        batch_size: 16,
+        device: aido_model::DeviceKind::Cpu,
+        output: out.clone(),
+        gene_embeddings: Vec::new(),
+    };
+    let vocab = GeneVocab::from_tsv(&panel)?;
+    let s = embed::embed_cpu_model(model, &vocab, &args)?;
+    println!(
+        "summary: {} cells → obsm/X_aido_cell [{} × {}] in {}, {:.1} cells/s",
+        s.cells,
+        s.cells,
+        s.hidden,
+        out.display(),
+        s.cells as f64 / s.seconds.max(1e-9)
     );
     Ok(())
 }
