@@ -62,7 +62,10 @@ fn run(args: &[&str], extra: &[&Path]) -> Output {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn embed(case: &str, dir: &Path, out: &Path, extra: &[&str]) -> Output {
@@ -201,7 +204,11 @@ fn embed_errors_are_clear_and_leave_no_file() {
     let bad = dir.path().join("e.csv");
     let o = embed("tiny_ln_nobias", dir.path(), &bad, &[]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains(".h5ad or .safetensors"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(".h5ad or .safetensors"),
+        "{}",
+        stderr(&o)
+    );
     // A backend this build lacks (the default build has CPU only).
     if !cfg!(feature = "cuda") {
         let o = embed("tiny_ln_nobias", dir.path(), &out, &["--device", "cuda"]);

@@ -68,7 +68,9 @@ pub enum ModelError {
     #[error("{0}")]
     Input(String),
     /// The model produced NaN or infinity for a cell (never passed on to outputs).
-    #[error("non-finite {what} for cell {cell} of the batch (check the input values and the weights)")]
+    #[error(
+        "non-finite {what} for cell {cell} of the batch (check the input values and the weights)"
+    )]
     NonFinite {
         /// Row within the batch.
         cell: usize,

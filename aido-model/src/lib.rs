@@ -22,10 +22,10 @@ pub mod error;
 pub mod load;
 pub mod model;
 
+pub use attention::AttentionBackend;
+pub use backend::{Cpu, DeviceKind};
 pub use config::{AidoCellConfig, NormKind};
 pub use embed::{Embedder, Embeddings, Pooling};
 pub use error::{ModelError, Result};
 pub use load::{LoadMode, load_checkpoint};
 pub use model::{AidoCell, AidoCellModel, EncoderOutput};
-pub use attention::AttentionBackend;
-pub use backend::{Cpu, DeviceKind};

@@ -231,7 +231,6 @@ impl<B: Backend> AidoCellModel<B> {
         let pos = table.slice([0..s, 0..h]).reshape([1, s, h]);
         self.gene_embedding.forward(values) + pos
     }
-
 }
 
 impl<B: AttentionBackend> AidoCellModel<B> {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aido_model::backend::DeviceKind;
 use aido_model::attention::AttentionBackend;
+use aido_model::backend::DeviceKind;
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{AidoCellModel, Embedder, Pooling};
 use aido_tokenize::h5ad_out::H5adWriter;
@@ -108,7 +108,11 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedSummary> {
     }
 }
 
-fn embed_on<B: AttentionBackend>(device: B::Device, a: &EmbedArgs, verbose: bool) -> Result<EmbedSummary> {
+fn embed_on<B: AttentionBackend>(
+    device: B::Device,
+    a: &EmbedArgs,
+    verbose: bool,
+) -> Result<EmbedSummary> {
     let format = out_format(&a.output)?;
     if a.batch_size == 0 {
         bail!("--batch-size must be at least 1");
@@ -204,10 +208,16 @@ fn embed_with_model<B: AttentionBackend>(
     let mut meta = BTreeMap::new();
     meta.insert("model".to_string(), a.model.display().to_string());
     meta.insert("input".to_string(), a.input.input.display().to_string());
-    meta.insert("gene_vocabulary".to_string(), genes_path.display().to_string());
+    meta.insert(
+        "gene_vocabulary".to_string(),
+        genes_path.display().to_string(),
+    );
     meta.insert("pooling".to_string(), a.pooling.name().to_string());
     if k > 0 {
-        meta.insert("gene_embedding_genes".to_string(), a.gene_embeddings.join(","));
+        meta.insert(
+            "gene_embedding_genes".to_string(),
+            a.gene_embeddings.join(","),
+        );
     }
     let mut st_writer = match format {
         OutFormat::Safetensors => {

@@ -35,17 +35,7 @@ pub trait AttentionBackend: Backend {
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let t = |x| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(x));
-        module::attention(
-            t(q),
-            t(k),
-            t(v),
-            None,
-            None,
-            AttentionModuleOptions::default(),
-        )
-        .into_primitive()
-        .tensor()
+        fused_forward::<Self>(q, k, v)
     }
 
     /// Forward that also returns the natural log-sum-exp of each row of scaled scores
@@ -56,9 +46,7 @@ pub trait AttentionBackend: Backend {
         v: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let t = |x| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(x));
-        let (o, lse) = tiled::forward(t(q), t(k), t(v), scale, GENERIC_TILE, GENERIC_TILE);
-        (o.into_primitive().tensor(), lse.into_primitive().tensor())
+        tiled_forward::<Self>(q, k, v, scale)
     }
 
     /// Gradients `(dq, dk, dv)` from the saved output and log-sum-exp, recomputing scores tile
@@ -73,32 +61,116 @@ pub trait AttentionBackend: Backend {
         dout: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let t = |x| Tensor::<Self, 4>::from_primitive(TensorPrimitive::Float(x));
-        let lse = Tensor::<Self, 3>::from_primitive(TensorPrimitive::Float(lse));
-        let (dq, dk, dv) = tiled::backward(
-            t(q),
-            t(k),
-            t(v),
-            t(out),
-            lse,
-            t(dout),
-            scale,
-            GENERIC_TILE,
-            GENERIC_TILE,
-        );
-        (
-            dq.into_primitive().tensor(),
-            dk.into_primitive().tensor(),
-            dv.into_primitive().tensor(),
-        )
+        tiled_backward::<Self>(q, k, v, out, lse, dout, scale)
     }
 }
 
-#[cfg(feature = "cuda")]
-impl AttentionBackend for crate::backend::Cuda {}
+fn t4<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 4> {
+    Tensor::from_primitive(TensorPrimitive::Float(x))
+}
 
+/// burn's fused `module::attention` (`scale: None`, no mask or bias): the CubeCL backends'
+/// flash kernels, burn-flex's tiled kernel.
+pub fn fused_forward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+) -> FloatTensor<B> {
+    module::attention(
+        t4::<B>(q),
+        t4(k),
+        t4(v),
+        None,
+        None,
+        AttentionModuleOptions::default(),
+    )
+    .into_primitive()
+    .tensor()
+}
+
+/// [`tiled::forward`] on primitives with [`GENERIC_TILE`] tiles.
+pub fn tiled_forward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let (o, lse) = tiled::forward(t4::<B>(q), t4(k), t4(v), scale, GENERIC_TILE, GENERIC_TILE);
+    (o.into_primitive().tensor(), lse.into_primitive().tensor())
+}
+
+/// [`tiled::backward`] on primitives with [`GENERIC_TILE`] tiles.
+pub fn tiled_backward<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    out: FloatTensor<B>,
+    lse: FloatTensor<B>,
+    dout: FloatTensor<B>,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let lse = Tensor::<B, 3>::from_primitive(TensorPrimitive::Float(lse));
+    let (dq, dk, dv) = tiled::backward(
+        t4::<B>(q),
+        t4(k),
+        t4(v),
+        t4(out),
+        lse,
+        t4(dout),
+        scale,
+        GENERIC_TILE,
+        GENERIC_TILE,
+    );
+    (
+        dq.into_primitive().tensor(),
+        dk.into_primitive().tensor(),
+        dv.into_primitive().tensor(),
+    )
+}
+
+/// The fused (flash) forward for the output, and the log-sum-exp from a tiled pass without the
+/// `P·V` products: the CubeCL backends' flash kernel does not return it.
+pub fn fused_forward_with_lse<B: Backend>(
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    scale: f32,
+) -> (FloatTensor<B>, FloatTensor<B>) {
+    let lse = tiled::logsumexp(
+        t4::<B>(q.clone()),
+        t4(k.clone()),
+        scale,
+        GENERIC_TILE,
+        GENERIC_TILE,
+    );
+    (fused_forward::<B>(q, k, v), lse.into_primitive().tensor())
+}
+
+/// CUDA: burn's autotuned flash kernel forward (in training too), the generic tiled backward.
+#[cfg(feature = "cuda")]
+impl AttentionBackend for crate::backend::Cuda {
+    fn aido_attention_with_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        fused_forward_with_lse::<Self>(q, k, v, scale)
+    }
+}
+
+/// wgpu: as CUDA.
 #[cfg(feature = "wgpu")]
-impl AttentionBackend for crate::backend::Wgpu {}
+impl AttentionBackend for crate::backend::Wgpu {
+    fn aido_attention_with_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        fused_forward_with_lse::<Self>(q, k, v, scale)
+    }
+}
 
 /// The scale of AIDO.Cell attention, `1 / sqrt(head_dim)`.
 pub fn default_scale(head_dim: usize) -> f32 {

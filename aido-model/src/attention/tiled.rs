@@ -118,3 +118,43 @@ pub fn backward<B: Backend>(
     let dq: Vec<Tensor<B, 4>> = dq.into_iter().flatten().collect();
     (Tensor::cat(dq, 2), Tensor::cat(dks, 2), Tensor::cat(dvs, 2))
 }
+
+/// Only the log-sum-exp `[B, H, Sq]` of the rows of `scale · q kᵀ`, tiled like [`forward`]
+/// (for backends whose fused forward kernel does not return it).
+pub fn logsumexp<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    scale: f32,
+    tile_q: usize,
+    tile_k: usize,
+) -> Tensor<B, 3> {
+    let [b, h, sq, d] = q.dims();
+    let sk = k.dims()[2];
+    let q = q * scale;
+    let kt = k.swap_dims(2, 3);
+    let mut lses = Vec::new();
+    for qr in ranges(sq, tile_q) {
+        let t = qr.len();
+        let qi = q.clone().slice([0..b, 0..h, qr, 0..d]);
+        let mut state: Option<(Tensor<B, 4>, Tensor<B, 4>)> = None;
+        for kr in ranges(sk, tile_k) {
+            let s = qi.clone().matmul(kt.clone().slice([0..b, 0..h, 0..d, kr]));
+            let mj = s.clone().max_dim(3);
+            state = Some(match state {
+                None => {
+                    let l = (s - mj.clone()).exp().sum_dim(3);
+                    (mj, l)
+                }
+                Some((m, l)) => {
+                    let mn = m.clone().max_pair(mj);
+                    let l = l * (m - mn.clone()).exp() + (s - mn.clone()).exp().sum_dim(3);
+                    (mn, l)
+                }
+            });
+        }
+        if let Some((m, l)) = state {
+            lses.push((m + l.log()).reshape([b, h, t]));
+        }
+    }
+    Tensor::cat(lses, 2)
+}
