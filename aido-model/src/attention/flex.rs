@@ -1,5 +1,138 @@
-//! burn-flex (CPU): the defaults for now.
+//! burn-flex (CPU): the multithreaded SIMD flash-attention kernels of `aido-kernels`, forward
+//! and backward, for contiguous f32 tensors; anything else (other dtypes, cross-attention
+//! shapes) takes the generic implementation.
 
-use super::AttentionBackend;
+use aido_kernels::{AttnShape, flash_backward, flash_forward};
+use burn::backend::Flex;
+use burn::tensor::{DType, Shape, TensorMetadata};
+use burn_flex::FlexTensor;
 
-impl AttentionBackend for burn::backend::Flex {}
+use super::{AttentionBackend, default_scale, fused_forward, tiled_backward, tiled_forward};
+
+/// `[B, H, S, D]` of a self-attention triple the kernels take, or `None`.
+fn kernel_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<(Shape, AttnShape)> {
+    let shape = q.shape();
+    if shape.num_dims() != 4
+        || k.shape() != shape
+        || v.shape() != shape
+        || [q, k, v].iter().any(|t| t.dtype() != DType::F32)
+    {
+        return None;
+    }
+    let (b, h, s, d) = (shape[0], shape[1], shape[2], shape[3]);
+    if b * h * s * d == 0 {
+        return None;
+    }
+    Some((
+        shape.clone(),
+        AttnShape {
+            bh: b * h,
+            seq: s,
+            head_dim: d,
+        },
+    ))
+}
+
+/// The tensor's elements in row-major order (a copy only when it is not contiguous).
+fn contiguous(t: &FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t.clone()
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().unwrap_or(&[])
+}
+
+/// Runs the forward kernel; `None` when the kernel does not apply or reports an error.
+fn forward(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+    scale: f32,
+) -> Option<(FlexTensor, FlexTensor)> {
+    let (shape, ks) = kernel_shape(q, k, v)?;
+    let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
+    let mut out = FlexTensor::zeros(shape.clone(), DType::F32);
+    let mut lse = FlexTensor::zeros(Shape::new([shape[0], shape[1], shape[2]]), DType::F32);
+    flash_forward(
+        values(&q),
+        values(&k),
+        values(&v),
+        ks,
+        scale,
+        out.storage_mut::<f32>(),
+        lse.storage_mut::<f32>(),
+    )
+    .ok()?;
+    Some((out, lse))
+}
+
+impl AttentionBackend for Flex {
+    fn aido_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
+        let scale = default_scale(q.shape()[3]);
+        match forward(&q, &k, &v, scale) {
+            Some((out, _)) => out,
+            None => fused_forward::<Self>(q, k, v),
+        }
+    }
+
+    fn aido_attention_with_lse(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        scale: f32,
+    ) -> (FlexTensor, FlexTensor) {
+        match forward(&q, &k, &v, scale) {
+            Some(r) => r,
+            None => tiled_forward::<Self>(q, k, v, scale),
+        }
+    }
+
+    fn aido_attention_backward(
+        q: FlexTensor,
+        k: FlexTensor,
+        v: FlexTensor,
+        out: FlexTensor,
+        lse: FlexTensor,
+        dout: FlexTensor,
+        scale: f32,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let applies = kernel_shape(&q, &k, &v).filter(|(shape, _)| {
+            out.shape() == *shape
+                && dout.shape() == *shape
+                && out.dtype() == DType::F32
+                && dout.dtype() == DType::F32
+                && lse.dtype() == DType::F32
+                && lse.shape().num_elements() == shape[0] * shape[1] * shape[2]
+        });
+        if let Some((shape, ks)) = applies {
+            let c: Vec<FlexTensor> = [&q, &k, &v, &out, &dout, &lse]
+                .iter()
+                .map(|t| contiguous(t))
+                .collect();
+            let mut dq = FlexTensor::zeros(shape.clone(), DType::F32);
+            let mut dk = FlexTensor::zeros(shape.clone(), DType::F32);
+            let mut dv = FlexTensor::zeros(shape, DType::F32);
+            let ok = flash_backward(
+                values(&c[0]),
+                values(&c[1]),
+                values(&c[2]),
+                values(&c[3]),
+                values(&c[4]),
+                values(&c[5]),
+                ks,
+                scale,
+                dq.storage_mut::<f32>(),
+                dk.storage_mut::<f32>(),
+                dv.storage_mut::<f32>(),
+            );
+            if ok.is_ok() {
+                return (dq, dk, dv);
+            }
+        }
+        tiled_backward::<Self>(q, k, v, out, lse, dout, scale)
+    }
+}
