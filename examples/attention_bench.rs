@@ -34,7 +34,7 @@ fn rand4<B: Backend>(shape: [usize; 4]) -> Tensor<B, 4> {
 
 fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
     // Reading one element forces the computation on lazy backends.
-    let _ = t.flatten::<1>(0, D - 1).slice([0..1]).into_data();
+    let _ = t.flatten::<1>(0, D - 1).slice_dim(0, 0..1).into_data();
 }
 
 fn forward_time<B: AttentionBackend>(shape: [usize; 4], reps: usize, ours: bool) -> f64 {
