@@ -23,18 +23,6 @@ fn f32s(t: &safetensors::tensor::TensorView<'_>) -> Vec<f32> {
         .collect()
 }
 
-fn peak_rss_gb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0 / 1024.0)
-}
-
 fn main() -> Result<()> {
     let start = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -80,7 +68,7 @@ fn main() -> Result<()> {
         serde_json::json!({
             "s_per_cell": (dt * 1000.0).round() / 1000.0,
             "process_s": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
-            "peak_rss_gb": peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
+            "peak_rss_gb": aido::process::peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
             "seq": s, "hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers,
             "heads": cfg.num_attention_heads,
             "last_hidden_first_row_head": &first[..4.min(first.len())],

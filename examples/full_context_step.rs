@@ -10,10 +10,10 @@
 //! and the process's peak RSS. Attention runs through `aido_model::attention`, whose backward
 //! recomputes scores tile by tile, so no `S × S` matrix is stored at S = 19,266.
 //!
-//! Masking (until `aido-rda` provides the read-depth-aware builder): 30% of the measured
-//! non-zero genes and 3% of the zero genes (seeded), input set to −1 (the mask value), target =
-//! the preprocessed value; depth positions are never masked. A checkpoint without a `cls.*` head
-//! gets a freshly initialized one (reported as `"head": "random-init"`).
+//! The example is the read-depth-aware one of `aido-rda` with its default configuration
+//! (downsampling drawn with probability 0.5, 30% / 3% masking, loss = masked MSE against the
+//! raw high-depth profile), seeded by `--mask-seed`. A checkpoint without a `cls.*` head gets a
+//! freshly initialized one (reported as `"head": "random-init"`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -23,13 +23,11 @@ use aido::model::burn::backend::Autodiff;
 use aido::model::burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use aido::model::burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use aido::model::burn::tensor::backend::AutodiffBackend;
-use aido::model::burn::tensor::{Tensor, TensorData};
 use aido::model::load::{LoadMode, load_checkpoint};
 use aido::model::{AidoCell, Cpu, ModelError};
+use aido::rda::{RdaConfig, RdaSampler, masked_mse};
 use aido::tokenize::{GeneVocab, ReadOptions, TokenizeOptions, Tokenizer, open_source};
 use anyhow::{Context, Result, bail};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
 
 struct Args {
     model: PathBuf,
@@ -67,18 +65,6 @@ fn parse() -> Result<Args> {
     })
 }
 
-fn peak_rss_gb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb / 1024.0 / 1024.0)
-}
-
 /// The checkpoint with its head, or with a fresh head when it has none.
 fn load<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<(AidoCell<B>, bool)> {
     match load_checkpoint::<B>(&a.model, LoadMode::Full, device) {
@@ -95,35 +81,16 @@ fn load<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<(AidoCell<B>
 fn step<B: AutodiffBackend + AttentionBackend>(a: &Args) -> Result<serde_json::Value> {
     let device = B::Device::default();
     let (model, pretrained_head) = load::<B>(a, &device)?;
-    // The first cell of the file, preprocessed.
+    // The first cell of the file: its aligned raw counts.
     let vocab = GeneVocab::from_tsv(&a.genes)?;
     let mut source = open_source(&a.input, &ReadOptions::default())?;
     let mut tok = Tokenizer::new(source.as_mut(), &vocab, TokenizeOptions::default())?;
     let batch = tok
         .next_batch(1)?
         .with_context(|| format!("{} has no cells", a.input.display()))?;
-    let present = tok.alignment().present().to_vec();
-    let values: Vec<f32> = batch.values.iter().copied().collect();
-    let s = values.len();
-    let g = s - 2;
-    // Mask 30% of non-zero and 3% of zero measured genes.
-    let mut rng = StdRng::seed_from_u64(a.mask_seed);
-    let mut input = values.clone();
-    let mut weight = vec![0.0f32; s];
-    for p in 0..g {
-        let rate = if values[p] > 0.0 { 0.30 } else { 0.03 };
-        if present[p] == 1 && rng.random::<f64>() < rate {
-            input[p] = -1.0;
-            weight[p] = 1.0;
-        }
-    }
-    let n_masked = weight.iter().filter(|&&w| w > 0.0).count();
-    if n_masked == 0 {
-        bail!("no position was masked (a cell with no measured genes?)");
-    }
-    let x = Tensor::<B, 2>::from_data(TensorData::new(input, [1, s]), &device);
-    let target = Tensor::<B, 3>::from_data(TensorData::new(values, [1, s, 1]), &device);
-    let w = Tensor::<B, 3>::from_data(TensorData::new(weight, [1, s, 1]), &device);
+    let sampler = RdaSampler::new(RdaConfig::default(), a.mask_seed, tok.alignment().present())?;
+    let example = sampler.batch(0, &batch)?;
+    let (x, target, w) = example.tensors::<B>(&device);
     let mut optim = AdamWConfig::new()
         .with_beta_1(0.9)
         .with_beta_2(0.95)
@@ -134,8 +101,7 @@ fn step<B: AutodiffBackend + AttentionBackend>(a: &Args) -> Result<serde_json::V
     let t0 = Instant::now();
     let h = model.bert.forward(x, false).last_hidden_state;
     let pred = model.head(h).context("internal: model without head")?;
-    let diff = pred - target;
-    let loss = (diff.clone() * diff * w).sum() / n_masked as f32;
+    let loss = masked_mse(pred, target, w, example.n_masked);
     let loss_value: f32 = loss
         .clone()
         .into_data()
@@ -159,11 +125,12 @@ fn step<B: AutodiffBackend + AttentionBackend>(a: &Args) -> Result<serde_json::V
     Ok(serde_json::json!({
         "seconds": (seconds * 1000.0).round() / 1000.0,
         "loss": loss_value,
-        "seq": s,
-        "masked": n_masked,
+        "seq": example.seq,
+        "masked": example.n_masked,
+        "downsampled": example.n_downsampled == 1,
         "checkpointing": a.checkpointing,
         "head": if pretrained_head { "checkpoint" } else { "random-init" },
-        "peak_rss_gb": peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
+        "peak_rss_gb": aido::process::peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
     }))
 }
 

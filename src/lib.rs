@@ -6,6 +6,25 @@
 //! - [`tokenize`] (`aido-tokenize`): single-cell readers, gene alignment, expression
 //!   tokenization, h5ad/safetensors writers and the count simulator.
 //! - [`model`] (`aido-model`): the AIDO.Cell encoder, checkpoint loading and embeddings.
+//! - [`rda`] (`aido-rda`): the read-depth-aware pretraining examples and masked-value loss.
 
 pub use aido_model as model;
+pub use aido_rda as rda;
 pub use aido_tokenize as tokenize;
+
+/// Process measurements used by the examples and benchmarks.
+pub mod process {
+    /// Peak resident set size of this process in GB (`VmHWM` of `/proc/self/status`; Linux
+    /// only, `None` elsewhere).
+    pub fn peak_rss_gb() -> Option<f64> {
+        let s = std::fs::read_to_string("/proc/self/status").ok()?;
+        let kb: f64 = s
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0 / 1024.0)
+    }
+}

@@ -50,6 +50,10 @@ pub struct TokenBatch {
     pub cells: Vec<usize>,
     /// Aligned raw total of each row.
     pub totals: Vec<f32>,
+    /// Aligned raw counts of each row as `(vocabulary position, count)` pairs (duplicate
+    /// entries of a gene merged), for objectives that need the counts themselves (the
+    /// read-depth-aware pretraining of `aido-rda`).
+    pub counts: Vec<Vec<(u32, f32)>>,
 }
 
 /// Running counters of a tokenization, for the final report.
@@ -234,6 +238,7 @@ impl<'a> Tokenizer<'a> {
         let mut values = Array2::<f32>::zeros((rows.len(), width));
         let mut cells = Vec::with_capacity(rows.len());
         let mut totals = Vec::with_capacity(rows.len());
+        let mut counts = Vec::with_capacity(rows.len());
         for (r, &(i, total)) in rows.iter().enumerate() {
             let (idx, val) = chunk.row(i);
             self.row_buf.clear();
@@ -257,12 +262,19 @@ impl<'a> Tokenizer<'a> {
                 .fill_row(self.row_buf.iter().copied(), total, out);
             cells.push(chunk.first_cell + i);
             totals.push(total);
+            counts.push(
+                self.row_buf
+                    .iter()
+                    .map(|&(p, c)| (p as u32, c))
+                    .collect::<Vec<_>>(),
+            );
         }
         self.stats.cells_written += cells.len();
         Ok(TokenBatch {
             values,
             cells,
             totals,
+            counts,
         })
     }
 }
