@@ -9,6 +9,7 @@
 //! - [`attention`]: the single attention seam, a backend extension with a linear-memory
 //!   backward ([`attention::AttentionBackend`]).
 //! - [`load`]: `model.safetensors` / `pytorch_model.bin` loading with typed errors; burnpack.
+//! - [`save`]: writing a checkpoint folder in the released layout.
 //! - [`embed`]: pooling, gene embeddings, the batch [`Embedder`], conversion to `ndarray`.
 //! - [`backend`]: the CPU/CUDA/wgpu backends and [`DeviceKind`].
 
@@ -21,6 +22,7 @@ pub mod embed;
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod save;
 
 pub use attention::AttentionBackend;
 pub use backend::{Cpu, DeviceKind};
@@ -29,3 +31,4 @@ pub use embed::{Embedder, Embeddings, Pooling};
 pub use error::{ModelError, Result};
 pub use load::{LoadMode, load_checkpoint};
 pub use model::{AidoCell, AidoCellModel, EncoderOutput};
+pub use save::save_checkpoint;
