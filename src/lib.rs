@@ -7,10 +7,12 @@
 //!   tokenization, h5ad/safetensors writers and the count simulator.
 //! - [`model`] (`aido-model`): the AIDO.Cell encoder, checkpoint loading and embeddings.
 //! - [`rda`] (`aido-rda`): the read-depth-aware pretraining examples and masked-value loss.
+//! - [`train`] (`aido-train`): the pretraining loop, checkpoints and resume, fine-tuning pieces.
 
 pub use aido_model as model;
 pub use aido_rda as rda;
 pub use aido_tokenize as tokenize;
+pub use aido_train as train;
 
 /// Process measurements used by the examples and benchmarks.
 pub mod process {

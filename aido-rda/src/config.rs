@@ -18,6 +18,7 @@ pub struct Replacement {
 /// The RDA objective's constants. Defaults: the AIDO.Cell paper's values where it gives them
 /// (marked *paper*), our choices otherwise (marked *ours*).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RdaConfig {
     /// *paper*: probability that a cell is downsampled (`u ~ Bernoulli(0.5)`).
     pub downsample_prob: f64,

@@ -153,26 +153,6 @@ fn embed_on<B: AttentionBackend>(
     )
 }
 
-/// Embeds with an in-memory CPU model (the demo's random-init model): `a.model` only labels
-/// the output.
-pub(crate) fn embed_cpu_model(
-    model: AidoCellModel<aido_model::Cpu>,
-    vocab: &GeneVocab,
-    a: &EmbedArgs,
-) -> Result<EmbedSummary> {
-    let genes_path = vocabulary_path(a)?;
-    embed_with_model(
-        model,
-        Default::default(),
-        vocab,
-        &[],
-        a,
-        out_format(&a.output)?,
-        true,
-        &genes_path,
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 fn embed_with_model<B: AttentionBackend>(
     model: AidoCellModel<B>,

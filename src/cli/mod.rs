@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands of `aido`.
 
 mod embed;
+mod pretrain;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Simulate(SimulateArgs),
     /// Cell (and gene) embeddings of a single-cell file with an AIDO.Cell checkpoint.
     Embed(embed::EmbedArgs),
+    /// Read-depth-aware pretraining from raw counts (resumable; writes a checkpoint `embed` loads).
+    Pretrain(pretrain::PretrainArgs),
     /// Run the end-to-end default on embedded simulated data (no files needed).
     Demo(DemoArgs),
 }
@@ -172,6 +175,9 @@ struct DemoArgs {
     /// RNG seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Pretraining updates of the demo model.
+    #[arg(long, default_value_t = 60)]
+    steps: u64,
 }
 
 /// Parses the command line and runs; errors are printed with their causes.
@@ -187,6 +193,7 @@ pub fn run() -> ExitCode {
         Command::Tokenize(a) => cmd_tokenize(&a),
         Command::Simulate(a) => cmd_simulate(&a),
         Command::Embed(a) => embed::cmd_embed(&a, true).map(|_| ()),
+        Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
         Command::Demo(a) => cmd_demo(&a),
     };
     match res {
@@ -367,7 +374,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         }
     };
     println!(
-        "aido demo: simulate → random-init model → embed (files in {})",
+        "aido demo: simulate → pretrain a tiny model (RDA) → embed (files in {})",
         dir.display()
     );
     let data = dir.join("demo.h5ad");
@@ -383,19 +390,38 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         vocabulary: None,
         median_umis: 5000.0,
     })?;
-    // A small model over the simulated panel (random weights until `aido pretrain` lands).
-    let cfg = aido_model::AidoCellConfig::new(a.genes, 64, 2, 4, 128);
-    cfg.validate()?;
-    let device = Default::default();
-    <aido_model::Cpu as aido_model::burn::tensor::backend::Backend>::seed(&device, a.seed);
-    let model = cfg.init::<aido_model::Cpu>(false, &device).bert;
-    println!(
-        "model: {} genes + 2 depth positions, hidden {}, {} layers, {} heads (random init, seed {})",
-        cfg.n_genes, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, a.seed
-    );
+    // Short RDA pretraining of a tiny model over the simulated panel.
+    let model_dir = dir.join("demo_model");
+    let pre = pretrain::PretrainArgs {
+        data: vec![data.clone()],
+        genes: panel.clone(),
+        out: model_dir.clone(),
+        preset: Some(aido_train::Preset::Tiny),
+        hidden: None,
+        layers: None,
+        heads: None,
+        intermediate: None,
+        steps: Some(a.steps),
+        batch_size: Some(8),
+        grad_accum: None,
+        lr: Some(1e-3),
+        seed: Some(a.seed),
+        val_every: Some(a.steps.div_ceil(2).max(1)),
+        checkpoint_every: Some(a.steps.max(1)),
+        config: None,
+        resume: false,
+        gene_column: None,
+        device: aido_model::DeviceKind::Cpu,
+        quiet: false,
+    };
+    if model_dir.exists() {
+        std::fs::remove_dir_all(&model_dir)
+            .with_context(|| format!("removing the previous demo model {}", model_dir.display()))?;
+    }
+    pretrain::cmd_pretrain(&pre)?;
     let out = dir.join("demo_embeddings.h5ad");
     let args = embed::EmbedArgs {
-        model: PathBuf::from("random-init-demo-model"),
+        model: model_dir.clone(),
         input: InputArgs {
             input: data,
             gene_column: None,
@@ -413,8 +439,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         output: out.clone(),
         gene_embeddings: Vec::new(),
     };
-    let vocab = GeneVocab::from_tsv(&panel)?;
-    let s = embed::embed_cpu_model(model, &vocab, &args)?;
+    let s = embed::cmd_embed(&args, false)?;
     println!(
         "summary: {} cells → obsm/X_aido_cell [{} × {}] in {}, {:.1} cells/s",
         s.cells,

@@ -1,0 +1,89 @@
+//! Trivial predictors of the masked values, scored on the same validation examples as the
+//! model: what "the model learned something" has to beat.
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::data::{CellCorpus, Samplers, VALIDATION_EPOCH};
+
+/// Validation masked MSE of each trivial predictor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Baselines {
+    /// Predict the input's value at the position: −1, the mask value, at every masked position.
+    pub input_value: f64,
+    /// Predict 0 (no expression).
+    pub zero: f64,
+    /// Predict the gene's mean target over (up to 2,000) training cells.
+    pub gene_mean: f64,
+    /// Predict the mean of the cell's visible (unmasked, measured) gene inputs.
+    pub cell_mean: f64,
+    /// Masked positions scored.
+    pub n_masked: usize,
+    /// Training cells the gene means were computed on.
+    pub gene_mean_cells: usize,
+}
+
+/// Scores the trivial predictors on the validation cells.
+pub fn baselines(
+    corpus: &CellCorpus,
+    samplers: &Samplers,
+    train: &[usize],
+    val: &[usize],
+) -> Result<Baselines> {
+    let g = corpus.n_genes();
+    // Gene means of the high-depth target over an evenly spaced subset of the training cells.
+    let stride = train.len().div_ceil(2000).max(1);
+    let (mut sum, mut cnt) = (vec![0.0f64; g], vec![0u32; g]);
+    let mut used = 0;
+    for &id in train.iter().step_by(stride) {
+        let (counts, set) = corpus.cell(id);
+        let s = &samplers.0[set];
+        let ex = s.example(0, id, counts)?;
+        let present = &corpus.sets()[set].present;
+        for p in 0..g {
+            if present[p] == 1 {
+                sum[p] += f64::from(ex.target[p]);
+                cnt[p] += 1;
+            }
+        }
+        used += 1;
+    }
+    let mean: Vec<f64> = sum
+        .iter()
+        .zip(&cnt)
+        .map(|(s, &c)| if c > 0 { s / f64::from(c) } else { 0.0 })
+        .collect();
+    let (mut e_in, mut e_zero, mut e_gene, mut e_cell, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    for &id in val {
+        let (counts, set) = corpus.cell(id);
+        let ex = samplers.0[set].example(VALIDATION_EPOCH, id, counts)?;
+        let present = &corpus.sets()[set].present;
+        let visible: Vec<f64> = (0..g)
+            .filter(|&p| present[p] == 1 && ex.mask[p] == 0)
+            .map(|p| f64::from(ex.input[p]))
+            .collect();
+        let cell_mean = if visible.is_empty() {
+            0.0
+        } else {
+            visible.iter().sum::<f64>() / visible.len() as f64
+        };
+        for p in (0..g).filter(|&p| ex.mask[p] == 1) {
+            let y = f64::from(ex.target[p]);
+            let sq = |v: f64| (v - y) * (v - y);
+            e_in += sq(f64::from(ex.input[p]));
+            e_zero += sq(0.0);
+            e_gene += sq(mean[p]);
+            e_cell += sq(cell_mean);
+            n += 1;
+        }
+    }
+    let d = n.max(1) as f64;
+    Ok(Baselines {
+        input_value: e_in / d,
+        zero: e_zero / d,
+        gene_mean: e_gene / d,
+        cell_mean: e_cell / d,
+        n_masked: n,
+        gene_mean_cells: used,
+    })
+}

@@ -1,0 +1,347 @@
+//! The RDA pretraining loop.
+//!
+//! One update: `batch_size × grad_accum` cells from the data order → RDA examples → for each
+//! micro-batch, forward + masked MSE (normalized by the masked positions of the whole update, so
+//! the accumulated gradient is that of the full batch) + backward, gradients accumulated
+//! (burn's `GradientsAccumulator`) → global-norm clipping → AdamW at the scheduled rate.
+//! Validation before the first update, every `val_every` updates and at the end; a resumable
+//! checkpoint every `checkpoint_every` updates and at the end, each followed by an export of
+//! the weights in the released layout into the output folder (what `aido embed --model`
+//! reads).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aido_model::attention::AttentionBackend;
+use aido_model::burn::module::{AutodiffModule, Module};
+use aido_model::burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use aido_model::burn::tensor::ElementConversion;
+use aido_model::burn::tensor::backend::AutodiffBackend;
+use aido_model::{AidoCell, AidoCellConfig, save_checkpoint};
+use aido_rda::{RdaBatch, masked_mse};
+use aido_tokenize::GeneVocab;
+
+use crate::baselines::{Baselines, baselines};
+use crate::checkpoint::{self, TrainState, io, write_atomic};
+use crate::config::{TrainConfig, learning_rate};
+use crate::data::{CellCorpus, Samplers, Split, TrainOrder, VALIDATION_EPOCH};
+use crate::metrics::{MetricsLog, StepMetrics};
+use crate::optim::{adamw, clip_global_norm};
+use crate::{Result, TrainError};
+
+/// A pretraining run.
+pub struct PretrainJob {
+    /// The configuration.
+    pub config: TrainConfig,
+    /// The cells.
+    pub corpus: CellCorpus,
+    /// The gene list the corpus is aligned to (written as `OUT/genes.tsv`).
+    pub genes: GeneVocab,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Continue the run in `out` from its latest checkpoint (a fresh start when it has none).
+    pub resume: bool,
+}
+
+/// What the loop reports while it runs.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Before the first update of this process.
+    Started {
+        /// The first update this process will do (1 for a fresh run).
+        first_step: u64,
+        /// The last update.
+        steps: u64,
+        /// Training / validation cells.
+        n_train: usize,
+        /// Validation cells.
+        n_val: usize,
+        /// Trainable parameters.
+        n_params: usize,
+        /// The checkpoint resumed from.
+        resumed_from: Option<&'a Path>,
+        /// Validation losses of the trivial predictors (fresh runs).
+        baselines: Option<&'a Baselines>,
+    },
+    /// A metrics line was written.
+    Step(&'a StepMetrics),
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Its step.
+        step: u64,
+        /// Its folder.
+        dir: &'a Path,
+    },
+}
+
+/// How a finished run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Updates done.
+    pub steps: u64,
+    /// Validation loss after the last update.
+    pub final_val_loss: f64,
+    /// The last checkpoint folder.
+    pub checkpoint: PathBuf,
+}
+
+/// Masked MSE sum and masked count of the fixed validation examples.
+pub fn validation_loss<B: AttentionBackend>(
+    model: &AidoCell<B>,
+    corpus: &CellCorpus,
+    samplers: &Samplers,
+    val: &[usize],
+    batch_size: usize,
+    device: &B::Device,
+) -> Result<f64> {
+    let (mut sq, mut n) = (0.0f64, 0usize);
+    for chunk in val.chunks(batch_size.max(1)) {
+        let cells: Vec<(usize, u64)> = chunk.iter().map(|&c| (c, VALIDATION_EPOCH)).collect();
+        let b = samplers.batch(corpus, &cells)?;
+        let (x, t, w) = b.tensors::<B>(device);
+        let h = model.bert.forward(x, false).last_hidden_state;
+        let pred = model
+            .head(h)
+            .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
+        sq += masked_mse(pred, t, w, 1).into_scalar().elem::<f64>();
+        n += b.n_masked;
+    }
+    Ok(sq / n.max(1) as f64)
+}
+
+fn non_finite(step: u64, what: &str, value: f64, last: &Option<PathBuf>) -> TrainError {
+    TrainError::NonFinite {
+        step,
+        what: what.to_string(),
+        value,
+        last_checkpoint: last.clone(),
+    }
+}
+
+/// Runs (or resumes) a pretraining job on `device`, calling `on` with progress.
+pub fn pretrain<B>(
+    job: PretrainJob,
+    device: &B::Device,
+    on: &mut dyn FnMut(Event<'_>),
+) -> Result<Summary>
+where
+    B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
+{
+    let PretrainJob {
+        config: cfg,
+        corpus,
+        genes,
+        out,
+        resume,
+    } = job;
+    cfg.validate()?;
+    if corpus.n_genes() != genes.len() {
+        return Err(TrainError::Config(format!(
+            "the corpus is aligned to {} genes but the gene list has {}",
+            corpus.n_genes(),
+            genes.len()
+        )));
+    }
+    let model_cfg: AidoCellConfig = cfg.model.resolve(genes.len())?;
+    fs::create_dir_all(&out).map_err(io(&out))?;
+
+    // Where to start.
+    let resume_dir = if resume {
+        checkpoint::latest(&out)?
+    } else {
+        if let Some(d) = checkpoint::latest(&out)? {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run (latest checkpoint {}): pass --resume to continue it, or choose another output folder",
+                out.display(),
+                d.display()
+            )));
+        }
+        None
+    };
+    let state = match &resume_dir {
+        Some(d) => {
+            let s = checkpoint::read_state(d)?;
+            if s.config != cfg {
+                return Err(TrainError::ConfigMismatch {
+                    path: d.join("state.json"),
+                    saved: serde_json::to_string(&s.config).unwrap_or_default(),
+                    given: serde_json::to_string(&cfg).unwrap_or_default(),
+                });
+            }
+            s
+        }
+        None => TrainState {
+            step: 0,
+            cells_seen: 0,
+            config: cfg.clone(),
+            val_loss: None,
+        },
+    };
+    let cfg_json =
+        serde_json::to_vec_pretty(&cfg).map_err(|e| TrainError::Config(e.to_string()))?;
+    write_atomic(&out.join("train_config.json"), &cfg_json)?;
+    genes.write_tsv(out.join("genes.tsv"))?;
+
+    // Model and optimizer (restored with their parameter ids on resume).
+    B::seed(device, cfg.seed);
+    let mut model: AidoCell<B> = model_cfg.init::<B>(true, device);
+    let mut optim = adamw::<B, AidoCell<B>>(&cfg.optim);
+    if let Some(d) = &resume_dir {
+        model = checkpoint::load_model::<B, _>(d, model, device)?;
+        optim = checkpoint::load_optim::<B, _, _>(d, optim, device)?;
+    }
+
+    let Split { train, val } = corpus.split(cfg.val_fraction, cfg.max_val_cells, cfg.seed);
+    let samplers = corpus.samplers(cfg.rda, cfg.seed)?;
+    let mut order = TrainOrder::new(train.clone(), cfg.seed);
+    let metrics_path = out.join("metrics.jsonl");
+    let mut log = match &resume_dir {
+        Some(_) => MetricsLog::resume(&metrics_path, state.step)?,
+        None => MetricsLog::create(&metrics_path)?,
+    };
+    let base = if resume_dir.is_none() {
+        let b = baselines(&corpus, &samplers, &train, &val)?;
+        let json = serde_json::to_vec_pretty(&b).map_err(|e| TrainError::Config(e.to_string()))?;
+        write_atomic(&out.join("baselines.json"), &json)?;
+        Some(b)
+    } else {
+        None
+    };
+    on(Event::Started {
+        first_step: state.step + 1,
+        steps: cfg.steps,
+        n_train: train.len(),
+        n_val: val.len(),
+        n_params: model.num_params(),
+        resumed_from: resume_dir.as_deref(),
+        baselines: base.as_ref(),
+    });
+
+    let mut last_ckpt = resume_dir.clone();
+    let mut val_loss = state.val_loss;
+    let mut cells_seen = state.cells_seen;
+    // Validation of the initial model (logged with update 1's training loss as step 0).
+    let mut pending_step0 = if state.step == 0 {
+        let v = validation_loss(
+            &model.valid(),
+            &corpus,
+            &samplers,
+            &val,
+            cfg.batch_size,
+            device,
+        )?;
+        if !v.is_finite() {
+            return Err(non_finite(0, "validation loss", v, &last_ckpt));
+        }
+        Some(v)
+    } else {
+        None
+    };
+    let cps = cfg.cells_per_step();
+    for step in state.step + 1..=cfg.steps {
+        let t0 = Instant::now();
+        let cells = order.take(cells_seen, cps);
+        let micro: Vec<RdaBatch> = cells
+            .chunks(cfg.batch_size)
+            .map(|c| samplers.batch(&corpus, c))
+            .collect::<Result<_>>()?;
+        let total_masked: usize = micro.iter().map(|b| b.n_masked).sum();
+        let mut accum = GradientsAccumulator::<AidoCell<B>>::new();
+        let mut loss_sum = 0.0f64;
+        for b in &micro {
+            let (x, t, w) = b.tensors::<B>(device);
+            let h = model.bert.forward(x, false).last_hidden_state;
+            let pred = model
+                .head(h)
+                .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
+            let loss = masked_mse(pred, t, w, total_masked);
+            let lv = loss.clone().into_scalar().elem::<f64>();
+            if !lv.is_finite() {
+                return Err(non_finite(step, "training loss", lv, &last_ckpt));
+            }
+            loss_sum += lv;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            accum.accumulate::<B>(&model, grads);
+        }
+        let mut grads = accum.grads();
+        let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, cfg.optim.clip_norm);
+        if !grad_norm.is_finite() {
+            return Err(non_finite(step, "gradient norm", grad_norm, &last_ckpt));
+        }
+        let lr = learning_rate(&cfg.optim, step, cfg.steps);
+        model = optim.step(lr, model, grads);
+        cells_seen += cps as u64;
+        let secs = t0.elapsed().as_secs_f64();
+
+        if let Some(v0) = pending_step0.take() {
+            let m0 = StepMetrics {
+                step: 0,
+                train_loss: loss_sum,
+                val_loss: Some(v0),
+                lr: 0.0,
+                grad_norm,
+                cells_per_s: 0.0,
+                cells_seen: 0,
+            };
+            log.write(&m0)?;
+            on(Event::Step(&m0));
+        }
+        let is_last = step == cfg.steps;
+        let this_val = if step % cfg.val_every == 0 || is_last {
+            let v = validation_loss(
+                &model.valid(),
+                &corpus,
+                &samplers,
+                &val,
+                cfg.batch_size,
+                device,
+            )?;
+            if !v.is_finite() {
+                return Err(non_finite(step, "validation loss", v, &last_ckpt));
+            }
+            val_loss = Some(v);
+            Some(v)
+        } else {
+            None
+        };
+        if step % cfg.log_every == 0 || this_val.is_some() || is_last {
+            let m = StepMetrics {
+                step,
+                train_loss: loss_sum,
+                val_loss: this_val,
+                lr,
+                grad_norm,
+                cells_per_s: cps as f64 / secs.max(1e-9),
+                cells_seen,
+            };
+            log.write(&m)?;
+            on(Event::Step(&m));
+        }
+        if step % cfg.checkpoint_every == 0 || is_last {
+            let st = TrainState {
+                step,
+                cells_seen,
+                config: cfg.clone(),
+                val_loss,
+            };
+            let dir = checkpoint::save::<B, _, _>(&out, &model, &optim, &st, cfg.keep_checkpoints)?;
+            save_checkpoint(&model, &model_cfg, &out)?;
+            on(Event::Checkpoint { step, dir: &dir });
+            last_ckpt = Some(dir);
+        }
+    }
+    let checkpoint = last_ckpt.ok_or_else(|| {
+        TrainError::Config(format!(
+            "{} was already complete ({} steps): nothing to do",
+            out.display(),
+            cfg.steps
+        ))
+    })?;
+    Ok(Summary {
+        steps: cfg.steps,
+        final_val_loss: val_loss.unwrap_or(f64::NAN),
+        checkpoint,
+    })
+}

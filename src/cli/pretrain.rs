@@ -1,0 +1,241 @@
+//! `aido pretrain`: read-depth-aware pretraining from raw counts.
+
+use std::path::PathBuf;
+
+use aido_model::attention::AttentionBackend;
+use aido_model::backend::DeviceKind;
+use aido_model::burn::backend::Autodiff;
+use aido_model::burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+use aido_model::burn::tensor::backend::AutodiffBackend;
+use aido_tokenize::ReadOptions;
+use aido_train::{CellCorpus, Event, Preset, PretrainJob, Summary, TrainConfig, pretrain};
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Flags of `aido pretrain`. Values given here override `--config`, which overrides the
+/// defaults of `aido_train::TrainConfig`.
+#[derive(Args, Clone)]
+pub(crate) struct PretrainArgs {
+    /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv); repeat for several.
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// The gene list the model is trained on (TSV, `gene_name` column); a short panel trains a
+    /// short-context model.
+    #[arg(long)]
+    pub genes: PathBuf,
+    /// Output folder: checkpoints, metrics.jsonl, and the latest weights in the released layout.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model size: tiny, 3m, 10m or 100m (default tiny).
+    #[arg(long, conflicts_with_all = ["hidden", "layers", "heads", "intermediate"])]
+    pub preset: Option<Preset>,
+    /// Hidden size (explicit shape instead of a preset).
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Number of blocks.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// SwiGLU width.
+    #[arg(long)]
+    pub intermediate: Option<usize>,
+    /// Optimizer updates.
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Cells per micro-batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per update (effective batch = batch size × this).
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Seed of initialization, split, data order and RDA examples.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Validation every N updates.
+    #[arg(long)]
+    pub val_every: Option<u64>,
+    /// Resumable checkpoint every N updates.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// TOML file with any `aido_train::TrainConfig` field (flags override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint (same flags as the first start).
+    #[arg(long)]
+    pub resume: bool,
+    /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
+    #[arg(long)]
+    pub gene_column: Option<String>,
+    /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "cpu")]
+    pub device: DeviceKind,
+    /// No progress bar (the metrics log is still written).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl PretrainArgs {
+    /// Defaults, then the TOML file, then the flags.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let mut c = match &self.config {
+            Some(p) => TrainConfig::from_toml(p)?,
+            None => TrainConfig::default(),
+        };
+        if let Some(p) = self.preset {
+            c.model.preset = p;
+            c.model.hidden = None;
+            c.model.layers = None;
+            c.model.heads = None;
+            c.model.intermediate = None;
+        }
+        macro_rules! set {
+            ($flag:ident => $($field:tt)+) => {
+                if let Some(v) = self.$flag {
+                    c.$($field)+ = v;
+                }
+            };
+        }
+        if self.hidden.is_some() {
+            c.model.hidden = self.hidden;
+        }
+        if self.layers.is_some() {
+            c.model.layers = self.layers;
+        }
+        if self.heads.is_some() {
+            c.model.heads = self.heads;
+        }
+        if self.intermediate.is_some() {
+            c.model.intermediate = self.intermediate;
+        }
+        set!(steps => steps);
+        set!(batch_size => batch_size);
+        set!(grad_accum => grad_accum);
+        set!(lr => optim.lr);
+        set!(seed => seed);
+        set!(val_every => val_every);
+        set!(checkpoint_every => checkpoint_every);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Runs `aido pretrain`.
+pub(crate) fn cmd_pretrain(a: &PretrainArgs) -> Result<Summary> {
+    a.device.ensure_compiled()?;
+    let cfg = a.config()?;
+    match a.device {
+        DeviceKind::Cpu if cfg.activation_checkpointing => {
+            run::<Autodiff<aido_model::Cpu, BalancedCheckpointing>>(a, cfg)
+        }
+        DeviceKind::Cpu => run::<Autodiff<aido_model::Cpu>>(a, cfg),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => run::<Autodiff<aido_model::backend::Cuda>>(a, cfg),
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => run::<Autodiff<aido_model::backend::Wgpu>>(a, cfg),
+        #[allow(unreachable_patterns)]
+        other => bail!("device {other:?} is not compiled in"),
+    }
+}
+
+fn run<B>(a: &PretrainArgs, cfg: TrainConfig) -> Result<Summary>
+where
+    B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
+{
+    let genes = aido_tokenize::GeneVocab::from_tsv(&a.genes)?;
+    let read = ReadOptions {
+        gene_column: a.gene_column.clone(),
+        layer: None,
+    };
+    let corpus = CellCorpus::load(&a.data, &genes, &read)?;
+    for s in corpus.sets() {
+        if let Some(r) = &s.report {
+            eprintln!("{}: {} cells; {r}", s.path.display(), s.cells.len());
+        }
+        if s.skipped_empty > 0 {
+            eprintln!(
+                "{}: {} cells without counts in the gene list were left out",
+                s.path.display(),
+                s.skipped_empty
+            );
+        }
+    }
+    let steps = cfg.steps;
+    let job = PretrainJob {
+        config: cfg,
+        corpus,
+        genes,
+        out: a.out.clone(),
+        resume: a.resume,
+    };
+    let pb = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let pb = ProgressBar::new(steps);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{spinner} [{bar:30}] {pos}/{len} updates {msg} (eta {eta})",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb
+    };
+    let device = B::Device::default();
+    let summary = pretrain::<B>(job, &device, &mut |e| match e {
+        Event::Started {
+            first_step,
+            steps,
+            n_train,
+            n_val,
+            n_params,
+            resumed_from,
+            baselines,
+        } => {
+            pb.set_position(first_step - 1);
+            pb.println(format!(
+                "pretraining: {n_params} parameters, {n_train} training / {n_val} validation cells, updates {first_step}..={steps}{}",
+                resumed_from
+                    .map(|p| format!(", resumed from {}", p.display()))
+                    .unwrap_or_default()
+            ));
+            if let Some(b) = baselines {
+                pb.println(format!(
+                    "validation baselines (masked MSE): input value {:.4}, zero {:.4}, gene mean {:.4}, cell mean {:.4}",
+                    b.input_value, b.zero, b.gene_mean, b.cell_mean
+                ));
+            }
+        }
+        Event::Step(m) => {
+            pb.set_position(m.step);
+            pb.set_message(format!(
+                "loss {:.4} lr {:.2e} {:.1} cells/s",
+                m.train_loss, m.lr, m.cells_per_s
+            ));
+            if let Some(v) = m.val_loss {
+                pb.println(format!(
+                    "update {}: train loss {:.4}, validation loss {v:.4}",
+                    m.step, m.train_loss
+                ));
+            }
+        }
+        Event::Checkpoint { step, dir } => {
+            pb.println(format!("update {step}: checkpoint {}", dir.display()));
+        }
+    })
+    .with_context(|| format!("pretraining into {}", a.out.display()))?;
+    pb.finish_and_clear();
+    println!(
+        "done: {} updates, validation loss {:.4}; weights in {} (aido embed --model {}), resumable state in {}",
+        summary.steps,
+        summary.final_val_loss,
+        a.out.display(),
+        a.out.display(),
+        summary.checkpoint.display()
+    );
+    Ok(summary)
+}

@@ -1,0 +1,240 @@
+//! `aido pretrain` from outside: a run killed with SIGKILL and resumed logs the same losses as
+//! the uninterrupted run; its output folder is a checkpoint `aido embed` loads; bad states stop
+//! the run with a clear message.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aido::train::{StepMetrics, read_metrics};
+
+fn aido() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aido"))
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A simulated raw-count file (300 cells × 400 genes) and its gene list.
+fn simulated(dir: &Path) -> (PathBuf, PathBuf) {
+    let (data, genes) = (dir.join("sim.h5ad"), dir.join("genes.tsv"));
+    run_ok(
+        aido()
+            .args([
+                "simulate",
+                "--cells",
+                "300",
+                "--genes",
+                "400",
+                "--cell-types",
+                "4",
+                "--seed",
+                "3",
+                "--output",
+            ])
+            .arg(&data)
+            .arg("--panel-out")
+            .arg(&genes),
+    );
+    (data, genes)
+}
+
+/// `aido pretrain` with the test's flags; `extra` flags replace the defaults of the same name.
+fn pretrain(data: &Path, genes: &Path, out: &Path, extra: &[&str]) -> Command {
+    let defaults = [
+        ("--preset", "tiny"),
+        ("--steps", "40"),
+        ("--batch-size", "8"),
+        ("--lr", "1e-3"),
+        ("--seed", "5"),
+        ("--val-every", "10"),
+        ("--checkpoint-every", "5"),
+    ];
+    let mut c = aido();
+    c.arg("pretrain")
+        .arg("--data")
+        .arg(data)
+        .arg("--genes")
+        .arg(genes)
+        .arg("--out")
+        .arg(out)
+        .arg("--quiet");
+    for (k, v) in defaults {
+        if !extra.contains(&k) {
+            c.args([k, v]);
+        }
+    }
+    c.args(extra);
+    c
+}
+
+fn last_step(metrics: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("step").and_then(serde_json::Value::as_u64))
+        .max()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5 * a.abs().max(b.abs()).max(1e-3)
+}
+
+#[test]
+fn sigkill_then_resume_logs_the_uninterrupted_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+
+    // The uninterrupted run.
+    let full = dir.path().join("full");
+    run_ok(&mut pretrain(&data, &genes, &full, &[]));
+    let want = read_metrics(&full.join("metrics.jsonl")).unwrap();
+    assert_eq!(want.len(), 41, "one line per update plus step 0");
+    assert_eq!(want[0].step, 0);
+    assert!(
+        want[0].val_loss.is_some(),
+        "validation before the first update"
+    );
+    assert!(want.iter().filter(|m| m.val_loss.is_some()).count() == 5);
+
+    // The same run, killed with SIGKILL part-way (after its checkpoint at update 10).
+    let cut = dir.path().join("cut");
+    let mut child = pretrain(&data, &genes, &cut, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before it could be killed"
+        );
+        if last_step(&cut.join("metrics.jsonl")).is_some_and(|s| s >= 12) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let killed_at = last_step(&cut.join("metrics.jsonl")).unwrap();
+    assert!(killed_at < 40, "killed at update {killed_at}");
+    let latest = std::fs::read_to_string(cut.join("checkpoints/latest")).unwrap();
+    assert!(latest.starts_with("step-"), "{latest}");
+
+    // Resumed with the same flags.
+    let stdout = run_ok(&mut pretrain(&data, &genes, &cut, &["--resume"]));
+    assert!(stdout.contains("done: 40 updates"), "{stdout}");
+    let got = read_metrics(&cut.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        got.iter().map(|m| m.step).collect::<Vec<_>>(),
+        want.iter().map(|m| m.step).collect::<Vec<_>>()
+    );
+    for (g, w) in got.iter().zip(&want) {
+        let StepMetrics {
+            step,
+            train_loss,
+            val_loss,
+            lr,
+            cells_seen,
+            ..
+        } = w;
+        assert!(
+            close(g.train_loss, *train_loss),
+            "update {step}: train loss {} vs {train_loss} (killed at {killed_at})",
+            g.train_loss
+        );
+        match (g.val_loss, val_loss) {
+            (Some(a), Some(b)) => assert!(close(a, *b), "update {step}: val {a} vs {b}"),
+            (None, None) => {}
+            other => panic!("update {step}: validation {other:?}"),
+        }
+        assert_eq!(g.lr, *lr);
+        assert_eq!(g.cells_seen, *cells_seen);
+    }
+
+    // The output folder is a checkpoint `aido embed` reads (gene list from OUT/genes.tsv).
+    let emb = dir.path().join("emb.safetensors");
+    run_ok(
+        aido()
+            .args(["embed", "--model"])
+            .arg(&cut)
+            .arg("--input")
+            .arg(&data)
+            .arg("--output")
+            .arg(&emb),
+    );
+    let bytes = std::fs::read(&emb).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("cell_embedding").unwrap().shape(), &[300, 64]);
+}
+
+#[test]
+fn runs_refuse_to_overwrite_or_to_resume_with_other_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+    let out = dir.path().join("run");
+    run_ok(&mut pretrain(&data, &genes, &out, &["--steps", "3"]));
+    // A second fresh start into the same folder is refused.
+    let o = pretrain(&data, &genes, &out, &["--steps", "3"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--resume"), "{err}");
+    // Resuming with a different configuration is refused, naming the saved state.
+    let o = pretrain(
+        &data,
+        &genes,
+        &out,
+        &["--steps", "3", "--resume", "--lr", "5e-4"],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("state.json") && err.contains("different configuration"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_update_and_keeps_the_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+    let out = dir.path().join("run");
+    // An absurd learning rate: AdamW's first update moves every weight by ~1e30.
+    let o = pretrain(
+        &data,
+        &genes,
+        &out,
+        &["--lr", "1e30", "--checkpoint-every", "1", "--steps", "10"],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("non-finite"), "{err}");
+    let latest = std::fs::read_to_string(out.join("checkpoints/latest")).unwrap();
+    assert!(
+        err.contains(&format!(
+            "last good checkpoint is {}",
+            out.join("checkpoints").join(latest.trim()).display()
+        )),
+        "{err}"
+    );
+    // Nothing after the last good state was logged as if it were fine.
+    let m = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    assert!(m.iter().all(|m| m.train_loss.is_finite()));
+}
