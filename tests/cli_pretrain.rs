@@ -238,3 +238,42 @@ fn a_diverging_run_stops_naming_the_update_and_keeps_the_last_good_checkpoint() 
     let m = read_metrics(&out.join("metrics.jsonl")).unwrap();
     assert!(m.iter().all(|m| m.train_loss.is_finite()));
 }
+
+#[test]
+fn data_parallel_run_logs_the_losses_of_the_accumulated_single_device_run() {
+    // Two peers through burn's collective all-reduce (on the one CPU device) against one device
+    // accumulating the same two micro-batches per update.
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let flags = ["--steps", "6", "--batch-size", "4", "--grad-accum", "2"];
+    run_ok(&mut pretrain(&data, &genes, &one, &flags));
+    let mut f2 = flags.to_vec();
+    f2.extend(["--data-parallel", "2"]);
+    run_ok(&mut pretrain(&data, &genes, &two, &f2));
+    let (a, b) = (
+        read_metrics(&one.join("metrics.jsonl")).unwrap(),
+        read_metrics(&two.join("metrics.jsonl")).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x.train_loss - y.train_loss).abs() <= 1e-4 * x.train_loss.abs(),
+            "update {}: {} vs {}",
+            x.step,
+            x.train_loss,
+            y.train_loss
+        );
+    }
+    // A peer count above the micro-batches per update is refused up front.
+    let o = pretrain(
+        &data,
+        &genes,
+        &dir.path().join("bad"),
+        &["--data-parallel", "2"],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("data_parallel"));
+}

@@ -10,6 +10,7 @@
 //!   backward ([`attention::AttentionBackend`]).
 //! - [`load`]: `model.safetensors` / `pytorch_model.bin` loading with typed errors; burnpack.
 //! - [`save`]: writing a checkpoint folder in the released layout.
+//! - [`lora`]: low-rank adapters on q/k/v/out for fine-tuning, mergeable into the weights.
 //! - [`embed`]: pooling, gene embeddings, the batch [`Embedder`], conversion to `ndarray`.
 //! - [`backend`]: the CPU/CUDA/wgpu backends and [`DeviceKind`].
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod embed;
 pub mod error;
 pub mod load;
+pub mod lora;
 pub mod model;
 pub mod save;
 

@@ -126,6 +126,8 @@ pub struct Attention<B: Backend> {
     pub self_attn: SelfAttention<B>,
     /// Output projection.
     pub output: AttentionOutput<B>,
+    /// Low-rank adapters on q/k/v/out (fine-tuning; absent in checkpoints, see [`crate::lora`]).
+    pub lora: Option<crate::lora::AttentionLora<B>>,
 }
 
 impl<B: AttentionBackend> Attention<B> {
@@ -136,11 +138,21 @@ impl<B: AttentionBackend> Attention<B> {
         let hd = hidden / nh;
         let x = self.ln.forward(h);
         let split = |t: Tensor<B, 3>| t.reshape([b, s, nh, hd]).swap_dims(1, 2);
-        let q = split(self.self_attn.query.forward(x.clone()));
-        let k = split(self.self_attn.key.forward(x.clone()));
-        let v = split(self.self_attn.value.forward(x));
+        let sa = &self.self_attn;
+        let lora = self.lora.as_ref();
+        let q = split(crate::lora::project(
+            &sa.query,
+            lora.map(|l| &l.query),
+            x.clone(),
+        ));
+        let k = split(crate::lora::project(
+            &sa.key,
+            lora.map(|l| &l.key),
+            x.clone(),
+        ));
+        let v = split(crate::lora::project(&sa.value, lora.map(|l| &l.value), x));
         let ctx = attention(q, k, v).swap_dims(1, 2).reshape([b, s, hidden]);
-        self.output.dense.forward(ctx)
+        crate::lora::project(&self.output.dense, lora.map(|l| &l.output), ctx)
     }
 }
 
@@ -338,6 +350,7 @@ impl AidoCellConfig {
                     output: AttentionOutput {
                         dense: linear(h, h, bias, device),
                     },
+                    lora: None,
                 },
                 ln: norm(device),
                 mlp: Mlp {

@@ -81,6 +81,11 @@ pub fn checkpoint_tensors<B: Backend>(model: &AidoCell<B>) -> Result<Named> {
     embedding(&mut out, "bert.position_embedding", &m.position_embedding)?;
     for (i, l) in m.encoder.layer.iter().enumerate() {
         let p = format!("bert.encoder.layer.{i}");
+        if l.attention.lora.is_some() {
+            return Err(ModelError::Config(format!(
+                "{p} has LoRA adapters: merge them into the weights first (aido_model::lora::merge)"
+            )));
+        }
         let a = &l.attention;
         norm(&mut out, &format!("{p}.attention.ln"), &a.ln)?;
         linear(

@@ -170,6 +170,10 @@ pub struct TrainConfig {
     pub checkpoint_every: u64,
     /// Resumable checkpoints kept on disk (the newest ones).
     pub keep_checkpoints: usize,
+    /// Data-parallel peers (devices): the `grad_accum` micro-batches of an update are dealt
+    /// among them and their gradients summed with burn's collective all-reduce (feature
+    /// `collective`). 1 = a single device.
+    pub data_parallel: usize,
     /// Recompute activations in the backward pass (burn's balanced checkpointing) to save
     /// memory at full context.
     pub activation_checkpointing: bool,
@@ -192,6 +196,7 @@ impl Default for TrainConfig {
             log_every: 1,
             checkpoint_every: 100,
             keep_checkpoints: 2,
+            data_parallel: 1,
             activation_checkpointing: false,
             rda: RdaConfig::default(),
         }
@@ -247,6 +252,14 @@ impl TrainConfig {
         }
         if self.val_every == 0 || self.log_every == 0 || self.checkpoint_every == 0 {
             return bad("val_every, log_every and checkpoint_every must be ≥ 1");
+        }
+        if self.data_parallel == 0 || self.grad_accum < self.data_parallel {
+            return bad(
+                "data_parallel must be ≥ 1 and ≤ grad_accum (each peer takes at least one micro-batch of every update)",
+            );
+        }
+        if self.data_parallel > 1 && !cfg!(feature = "collective") {
+            return bad("data_parallel > 1 needs aido-train's `collective` feature");
         }
         if self.keep_checkpoints == 0 {
             return bad("keep_checkpoints must be ≥ 1");

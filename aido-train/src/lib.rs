@@ -35,8 +35,11 @@ pub mod baselines;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod finetune;
 pub mod metrics;
 pub mod optim;
+#[cfg(feature = "collective")]
+pub mod parallel;
 pub mod pretrain;
 
 pub use config::{ModelShape, OptimConfig, Preset, TrainConfig, learning_rate};

@@ -119,10 +119,12 @@ fn non_finite(step: u64, what: &str, value: f64, last: &Option<PathBuf>) -> Trai
     }
 }
 
-/// Runs (or resumes) a pretraining job on `device`, calling `on` with progress.
+/// Runs (or resumes) a pretraining job, calling `on` with progress. `devices` holds one device
+/// per data-parallel peer (`config.data_parallel` of them); the first also runs validation and
+/// holds the model between updates.
 pub fn pretrain<B>(
     job: PretrainJob,
-    device: &B::Device,
+    devices: &[B::Device],
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<Summary>
 where
@@ -137,6 +139,14 @@ where
         resume,
     } = job;
     cfg.validate()?;
+    if devices.len() != cfg.data_parallel {
+        return Err(TrainError::Config(format!(
+            "{} devices given for data_parallel = {}",
+            devices.len(),
+            cfg.data_parallel
+        )));
+    }
+    let device = &devices[0];
     if corpus.n_genes() != genes.len() {
         return Err(TrainError::Config(format!(
             "the corpus is aligned to {} genes but the gene list has {}",
@@ -247,31 +257,19 @@ where
             .chunks(cfg.batch_size)
             .map(|c| samplers.batch(&corpus, c))
             .collect::<Result<_>>()?;
-        let total_masked: usize = micro.iter().map(|b| b.n_masked).sum();
-        let mut accum = GradientsAccumulator::<AidoCell<B>>::new();
-        let mut loss_sum = 0.0f64;
-        for b in &micro {
-            let (x, t, w) = b.tensors::<B>(device);
-            let h = model.bert.forward(x, false).last_hidden_state;
-            let pred = model
-                .head(h)
-                .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
-            let loss = masked_mse(pred, t, w, total_masked);
-            let lv = loss.clone().into_scalar().elem::<f64>();
-            if !lv.is_finite() {
-                return Err(non_finite(step, "training loss", lv, &last_ckpt));
-            }
-            loss_sum += lv;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            accum.accumulate::<B>(&model, grads);
+        let lr = learning_rate(&cfg.optim, step, cfg.steps);
+        let (loss_sum, grad_norm);
+        (model, optim, loss_sum, grad_norm) = if devices.len() > 1 {
+            parallel_update(model, optim, &micro, lr, cfg.optim.clip_norm, devices)?
+        } else {
+            single_update(model, optim, &micro, lr, cfg.optim.clip_norm, device)?
+        };
+        if !loss_sum.is_finite() {
+            return Err(non_finite(step, "training loss", loss_sum, &last_ckpt));
         }
-        let mut grads = accum.grads();
-        let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, cfg.optim.clip_norm);
         if !grad_norm.is_finite() {
             return Err(non_finite(step, "gradient norm", grad_norm, &last_ckpt));
         }
-        let lr = learning_rate(&cfg.optim, step, cfg.steps);
-        model = optim.step(lr, model, grads);
         cells_seen += cps as u64;
         let secs = t0.elapsed().as_secs_f64();
 
@@ -344,4 +342,82 @@ where
         final_val_loss: val_loss.unwrap_or(f64::NAN),
         checkpoint,
     })
+}
+
+type Updated<B, O> = (AidoCell<B>, O, f64, f64);
+
+/// One update on one device: accumulate the micro-batches, clip, step. A non-finite loss or
+/// gradient norm is returned *without* stepping, for the caller to report.
+fn single_update<B, O>(
+    model: AidoCell<B>,
+    mut optim: O,
+    micro: &[RdaBatch],
+    lr: f64,
+    clip_norm: f64,
+    device: &B::Device,
+) -> Result<Updated<B, O>>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B>,
+{
+    let total_masked: usize = micro.iter().map(|b| b.n_masked).sum();
+    let mut accum = GradientsAccumulator::<AidoCell<B>>::new();
+    let mut loss_sum = 0.0f64;
+    for b in micro {
+        let (x, t, w) = b.tensors::<B>(device);
+        let h = model.bert.forward(x, false).last_hidden_state;
+        let pred = model
+            .head(h)
+            .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
+        let loss = masked_mse(pred, t, w, total_masked);
+        let lv = loss.clone().into_scalar().elem::<f64>();
+        loss_sum += lv;
+        if !lv.is_finite() {
+            return Ok((model, optim, lv, f64::NAN));
+        }
+        accum.accumulate::<B>(&model, GradientsParams::from_grads(loss.backward(), &model));
+    }
+    let mut grads = accum.grads();
+    let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, clip_norm);
+    if !grad_norm.is_finite() {
+        return Ok((model, optim, loss_sum, grad_norm));
+    }
+    let model = optim.step(lr, model, grads);
+    Ok((model, optim, loss_sum, grad_norm))
+}
+
+#[cfg(feature = "collective")]
+fn parallel_update<B, O>(
+    model: AidoCell<B>,
+    optim: O,
+    micro: &[RdaBatch],
+    lr: f64,
+    clip_norm: f64,
+    devices: &[B::Device],
+) -> Result<Updated<B, O>>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B>,
+{
+    let (m, o, s) =
+        crate::parallel::data_parallel_update(model, optim, micro, lr, clip_norm, devices)?;
+    Ok((m, o, s.loss, s.grad_norm))
+}
+
+#[cfg(not(feature = "collective"))]
+fn parallel_update<B, O>(
+    _model: AidoCell<B>,
+    _optim: O,
+    _micro: &[RdaBatch],
+    _lr: f64,
+    _clip_norm: f64,
+    _devices: &[B::Device],
+) -> Result<Updated<B, O>>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B>,
+{
+    Err(TrainError::Config(
+        "data parallelism needs aido-train's `collective` feature".into(),
+    ))
 }

@@ -408,6 +408,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         seed: Some(a.seed),
         val_every: Some(a.steps.div_ceil(2).max(1)),
         checkpoint_every: Some(a.steps.max(1)),
+        data_parallel: None,
         config: None,
         resume: false,
         gene_column: None,

@@ -63,6 +63,10 @@ pub(crate) struct PretrainArgs {
     /// Resumable checkpoint every N updates.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Data-parallel peers: devices 0..N (CPU: N peers sharing the processor); needs
+    /// --grad-accum ≥ N.
+    #[arg(long)]
+    pub data_parallel: Option<usize>,
     /// TOML file with any `aido_train::TrainConfig` field (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -120,6 +124,7 @@ impl PretrainArgs {
         set!(seed => seed);
         set!(val_every => val_every);
         set!(checkpoint_every => checkpoint_every);
+        set!(data_parallel => data_parallel);
         c.validate()?;
         Ok(c)
     }
@@ -129,21 +134,34 @@ impl PretrainArgs {
 pub(crate) fn cmd_pretrain(a: &PretrainArgs) -> Result<Summary> {
     a.device.ensure_compiled()?;
     let cfg = a.config()?;
+    let n = cfg.data_parallel;
     match a.device {
-        DeviceKind::Cpu if cfg.activation_checkpointing => {
-            run::<Autodiff<aido_model::Cpu, BalancedCheckpointing>>(a, cfg)
-        }
-        DeviceKind::Cpu => run::<Autodiff<aido_model::Cpu>>(a, cfg),
+        DeviceKind::Cpu if cfg.activation_checkpointing => run::<
+            Autodiff<aido_model::Cpu, BalancedCheckpointing>,
+        >(
+            a, cfg, vec![Default::default(); n]
+        ),
+        DeviceKind::Cpu => run::<Autodiff<aido_model::Cpu>>(a, cfg, vec![Default::default(); n]),
         #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => run::<Autodiff<aido_model::backend::Cuda>>(a, cfg),
+        DeviceKind::Cuda => {
+            let devices = (0..n)
+                .map(aido_model::burn::backend::cuda::CudaDevice::new)
+                .collect();
+            run::<Autodiff<aido_model::backend::Cuda>>(a, cfg, devices)
+        }
         #[cfg(feature = "wgpu")]
-        DeviceKind::Wgpu => run::<Autodiff<aido_model::backend::Wgpu>>(a, cfg),
+        DeviceKind::Wgpu => {
+            if n > 1 {
+                bail!("--data-parallel with wgpu is not supported here: use cuda or cpu");
+            }
+            run::<Autodiff<aido_model::backend::Wgpu>>(a, cfg, vec![Default::default()])
+        }
         #[allow(unreachable_patterns)]
         other => bail!("device {other:?} is not compiled in"),
     }
 }
 
-fn run<B>(a: &PretrainArgs, cfg: TrainConfig) -> Result<Summary>
+fn run<B>(a: &PretrainArgs, cfg: TrainConfig, devices: Vec<B::Device>) -> Result<Summary>
 where
     B: AutodiffBackend + AttentionBackend,
     B::InnerBackend: AttentionBackend,
@@ -185,8 +203,7 @@ where
         }
         pb
     };
-    let device = B::Device::default();
-    let summary = pretrain::<B>(job, &device, &mut |e| match e {
+    let summary = pretrain::<B>(job, &devices, &mut |e| match e {
         Event::Started {
             first_step,
             steps,
