@@ -20,12 +20,13 @@ use aido_model::burn::collective::{
     self, AllReduceStrategy, CollectiveConfig, PeerId, ReduceOperation,
 };
 use aido_model::burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use aido_model::burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use aido_model::burn::optim::{GradientsAccumulator, Optimizer};
 use aido_model::burn::tensor::backend::AutodiffBackend;
 use aido_model::burn::tensor::{ElementConversion, Tensor, TensorData};
-use aido_rda::{RdaBatch, masked_mse};
+use aido_rda::RdaBatch;
 
 use crate::optim::clip_global_norm;
+use crate::pretrain::micro_step;
 use crate::{Result, TrainError};
 
 /// What one data-parallel update measured.
@@ -95,6 +96,13 @@ where
             micro.len()
         )));
     }
+    if model.cls.is_none() {
+        // Checked before any peer registers: a peer failing alone would leave the others
+        // waiting in the all-reduce.
+        return Err(TrainError::Config(
+            "the model has no masked-value head".into(),
+        ));
+    }
     let total_masked: usize = micro.iter().map(|b| b.n_masked).sum();
     materialize::<B, _>(&model);
     collective::reset_collective::<B::InnerBackend>();
@@ -115,17 +123,9 @@ where
                     let mut accum = GradientsAccumulator::<AidoCell<B>>::new();
                     let mut part = 0.0f64;
                     for b in micro.iter().skip(p).step_by(n) {
-                        let (x, t, w) = b.tensors::<B>(device);
-                        let h = model.bert.forward(x, false).last_hidden_state;
-                        let pred = model.head(h).ok_or_else(|| {
-                            TrainError::Config("the model has no masked-value head".into())
-                        })?;
-                        let loss = masked_mse(pred, t, w, total_masked);
-                        part += loss.clone().into_scalar().elem::<f64>();
-                        accum.accumulate::<B>(
-                            &model,
-                            GradientsParams::from_grads(loss.backward(), &model),
-                        );
+                        let (lv, grads) = micro_step(&model, b, total_masked, device)?;
+                        part += lv;
+                        accum.accumulate::<B>(&model, grads);
                     }
                     let grads = accum
                         .grads()

@@ -232,8 +232,7 @@ where
     let mut last_ckpt = resume_dir.clone();
     let mut val_loss = state.val_loss;
     let mut cells_seen = state.cells_seen;
-    // Validation of the initial model (logged with update 1's training loss as step 0).
-    let mut pending_step0 = if state.step == 0 {
+    let validate = |model: &AidoCell<B>, step: u64, last: &Option<PathBuf>| -> Result<f64> {
         let v = validation_loss(
             &model.valid(),
             &corpus,
@@ -242,10 +241,15 @@ where
             cfg.batch_size,
             device,
         )?;
-        if !v.is_finite() {
-            return Err(non_finite(0, "validation loss", v, &last_ckpt));
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(non_finite(step, "validation loss", v, last))
         }
-        Some(v)
+    };
+    // Validation of the initial model (logged with update 1's training loss as step 0).
+    let mut pending_step0 = if state.step == 0 {
+        Some(validate(&model, 0, &last_ckpt)?)
     } else {
         None
     };
@@ -288,17 +292,7 @@ where
         }
         let is_last = step == cfg.steps;
         let this_val = if step % cfg.val_every == 0 || is_last {
-            let v = validation_loss(
-                &model.valid(),
-                &corpus,
-                &samplers,
-                &val,
-                cfg.batch_size,
-                device,
-            )?;
-            if !v.is_finite() {
-                return Err(non_finite(step, "validation loss", v, &last_ckpt));
-            }
+            let v = validate(&model, step, &last_ckpt)?;
             val_loss = Some(v);
             Some(v)
         } else {
@@ -346,6 +340,24 @@ where
 
 type Updated<B, O> = (AidoCell<B>, O, f64, f64);
 
+/// Forward, masked MSE normalized by `total_masked` (the masked positions of the whole update),
+/// backward: the micro-batch's loss contribution and gradients.
+pub(crate) fn micro_step<B: AutodiffBackend + AttentionBackend>(
+    model: &AidoCell<B>,
+    b: &RdaBatch,
+    total_masked: usize,
+    device: &B::Device,
+) -> Result<(f64, GradientsParams)> {
+    let (x, t, w) = b.tensors::<B>(device);
+    let h = model.bert.forward(x, false).last_hidden_state;
+    let pred = model
+        .head(h)
+        .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
+    let loss = masked_mse(pred, t, w, total_masked);
+    let lv = loss.clone().into_scalar().elem::<f64>();
+    Ok((lv, GradientsParams::from_grads(loss.backward(), model)))
+}
+
 /// One update on one device: accumulate the micro-batches, clip, step. A non-finite loss or
 /// gradient norm is returned *without* stepping, for the caller to report.
 fn single_update<B, O>(
@@ -364,18 +376,12 @@ where
     let mut accum = GradientsAccumulator::<AidoCell<B>>::new();
     let mut loss_sum = 0.0f64;
     for b in micro {
-        let (x, t, w) = b.tensors::<B>(device);
-        let h = model.bert.forward(x, false).last_hidden_state;
-        let pred = model
-            .head(h)
-            .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
-        let loss = masked_mse(pred, t, w, total_masked);
-        let lv = loss.clone().into_scalar().elem::<f64>();
+        let (lv, grads) = micro_step(&model, b, total_masked, device)?;
         loss_sum += lv;
         if !lv.is_finite() {
             return Ok((model, optim, lv, f64::NAN));
         }
-        accum.accumulate::<B>(&model, GradientsParams::from_grads(loss.backward(), &model));
+        accum.accumulate::<B>(&model, grads);
     }
     let mut grads = accum.grads();
     let grad_norm = clip_global_norm::<B, _>(&model, &mut grads, clip_norm);
