@@ -23,6 +23,72 @@ pub struct Baselines {
     pub gene_mean_cells: usize,
 }
 
+/// Per-group mean high-depth target of every gene over an evenly spaced subset of (at most
+/// 2,000) training cells: `[n_groups][G]`, with the number of cells used.
+fn group_means(
+    corpus: &CellCorpus,
+    samplers: &Samplers,
+    train: &[usize],
+    group: &dyn Fn(usize) -> usize,
+    n_groups: usize,
+) -> Result<(Vec<Vec<f64>>, usize)> {
+    let g = corpus.n_genes();
+    let stride = train.len().div_ceil(2000).max(1);
+    let (mut sum, mut cnt) = (
+        vec![vec![0.0f64; g]; n_groups],
+        vec![vec![0u32; g]; n_groups],
+    );
+    let mut used = 0;
+    for &id in train.iter().step_by(stride) {
+        let (counts, set) = corpus.cell(id);
+        let ex = samplers.0[set].example(0, id, counts)?;
+        let present = &corpus.sets()[set].present;
+        let k = group(id);
+        for p in (0..g).filter(|&p| present[p] == 1) {
+            sum[k][p] += f64::from(ex.target[p]);
+            cnt[k][p] += 1;
+        }
+        used += 1;
+    }
+    let means = sum
+        .iter()
+        .zip(&cnt)
+        .map(|(s, c)| {
+            s.iter()
+                .zip(c)
+                .map(|(s, &c)| if c > 0 { s / f64::from(c) } else { 0.0 })
+                .collect()
+        })
+        .collect();
+    Ok((means, used))
+}
+
+/// Validation masked MSE of predicting, for each masked gene, its mean target among training
+/// cells of the same group (e.g. the cell type, when it is known: a reference that is told what
+/// the model has to infer from context).
+pub fn group_mean_loss(
+    corpus: &CellCorpus,
+    samplers: &Samplers,
+    train: &[usize],
+    val: &[usize],
+    group: &dyn Fn(usize) -> usize,
+    n_groups: usize,
+) -> Result<f64> {
+    let (means, _) = group_means(corpus, samplers, train, group, n_groups)?;
+    let (mut e, mut n) = (0.0, 0usize);
+    for &id in val {
+        let (counts, set) = corpus.cell(id);
+        let ex = samplers.0[set].example(VALIDATION_EPOCH, id, counts)?;
+        let m = &means[group(id)];
+        for p in (0..corpus.n_genes()).filter(|&p| ex.mask[p] == 1) {
+            let d = m[p] - f64::from(ex.target[p]);
+            e += d * d;
+            n += 1;
+        }
+    }
+    Ok(e / n.max(1) as f64)
+}
+
 /// Scores the trivial predictors on the validation cells.
 pub fn baselines(
     corpus: &CellCorpus,
@@ -31,28 +97,8 @@ pub fn baselines(
     val: &[usize],
 ) -> Result<Baselines> {
     let g = corpus.n_genes();
-    // Gene means of the high-depth target over an evenly spaced subset of the training cells.
-    let stride = train.len().div_ceil(2000).max(1);
-    let (mut sum, mut cnt) = (vec![0.0f64; g], vec![0u32; g]);
-    let mut used = 0;
-    for &id in train.iter().step_by(stride) {
-        let (counts, set) = corpus.cell(id);
-        let s = &samplers.0[set];
-        let ex = s.example(0, id, counts)?;
-        let present = &corpus.sets()[set].present;
-        for p in 0..g {
-            if present[p] == 1 {
-                sum[p] += f64::from(ex.target[p]);
-                cnt[p] += 1;
-            }
-        }
-        used += 1;
-    }
-    let mean: Vec<f64> = sum
-        .iter()
-        .zip(&cnt)
-        .map(|(s, &c)| if c > 0 { s / f64::from(c) } else { 0.0 })
-        .collect();
+    let (means, used) = group_means(corpus, samplers, train, &|_| 0, 1)?;
+    let mean = &means[0];
     let (mut e_in, mut e_zero, mut e_gene, mut e_cell, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
     for &id in val {
         let (counts, set) = corpus.cell(id);

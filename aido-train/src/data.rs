@@ -30,6 +30,9 @@ pub struct DataSet {
     pub present: Vec<u8>,
     /// Aligned raw counts per cell: `(gene position, count)`.
     pub cells: Vec<Vec<(u32, f32)>>,
+    /// Row of each cell in its file (cells without counts in the gene list are left out, so
+    /// this maps back to the file's `obs`).
+    pub source_cells: Vec<usize>,
     /// The alignment report.
     pub report: Option<AlignmentReport>,
     /// Cells dropped because none of their counts fall in the gene list.
@@ -74,9 +77,10 @@ impl CellCorpus {
         for path in paths {
             let mut source = open_source(path, read)?;
             let mut tok = Tokenizer::new(source.as_mut(), vocab, opts)?;
-            let mut cells = Vec::new();
+            let (mut cells, mut source_cells) = (Vec::new(), Vec::new());
             while let Some(batch) = tok.next_batch(1024)? {
                 cells.extend(batch.counts);
+                source_cells.extend(batch.cells);
             }
             sets.push(DataSet {
                 path: path.clone(),
@@ -84,6 +88,7 @@ impl CellCorpus {
                 report: Some(tok.report().clone()),
                 skipped_empty: tok.stats().cells_skipped_empty,
                 cells,
+                source_cells,
             });
         }
         Self::from_sets(vocab.len(), sets)
@@ -146,6 +151,19 @@ impl CellCorpus {
     /// The input files.
     pub fn sets(&self) -> &[DataSet] {
         &self.sets
+    }
+
+    /// `(data set, row in its file)` of global cell `id`.
+    pub fn source_cell(&self, id: usize) -> (usize, usize) {
+        let (s, r) = self.index[id];
+        let set = &self.sets[s as usize];
+        (
+            s as usize,
+            set.source_cells
+                .get(r as usize)
+                .copied()
+                .unwrap_or(r as usize),
+        )
     }
 
     /// Raw counts and the data set of global cell `id`.

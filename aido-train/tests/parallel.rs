@@ -34,6 +34,7 @@ fn corpus() -> CellCorpus {
         vec![DataSet {
             path: PathBuf::from("simulated"),
             present: vec![1; G + 2],
+            source_cells: (0..c.n_cells()).collect(),
             cells,
             report: None,
             skipped_empty: 0,
