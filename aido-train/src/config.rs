@@ -341,4 +341,14 @@ mod tests {
         let err = toml::from_str::<TrainConfig>("stepz = 3\n").unwrap_err();
         assert!(err.to_string().contains("stepz"), "{err}");
     }
+
+    #[test]
+    fn the_documented_example_file_is_the_defaults() {
+        // docs/pretrain.example.toml lists every field with its default: it must parse (no
+        // unknown or misspelled keys) and equal TrainConfig::default().
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/pretrain.example.toml");
+        let cfg = TrainConfig::from_toml(&path).unwrap();
+        assert_eq!(cfg, TrainConfig::default());
+    }
 }
