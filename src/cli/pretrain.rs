@@ -70,7 +70,8 @@ pub(crate) struct PretrainArgs {
     /// TOML file with any `aido_train::TrainConfig` field (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Continue the run in --out from its latest checkpoint (same flags as the first start).
+    /// Continue the run in --out from its latest checkpoint (flags not given take the saved
+    /// run's values; flags that contradict it are refused).
     #[arg(long)]
     pub resume: bool,
     /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
@@ -85,10 +86,19 @@ pub(crate) struct PretrainArgs {
 }
 
 impl PretrainArgs {
-    /// Defaults, then the TOML file, then the flags.
+    /// Defaults (with `--resume`: the saved run's configuration), then the TOML file, then the
+    /// flags. So `--resume` alone continues a run; a flag that contradicts the saved run is
+    /// refused by the training loop.
     pub fn config(&self) -> Result<TrainConfig> {
+        let saved = self.out.join("train_config.json");
         let mut c = match &self.config {
             Some(p) => TrainConfig::from_toml(p)?,
+            None if self.resume && saved.exists() => {
+                let text = std::fs::read_to_string(&saved)
+                    .with_context(|| format!("reading {}", saved.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not a training configuration", saved.display()))?
+            }
             None => TrainConfig::default(),
         };
         if let Some(p) = self.preset {
