@@ -2,11 +2,16 @@
 //! backbone is trained, parameter groups with their own learning rates (see
 //! [`crate::optim::GroupedAdamW`]), and best-checkpoint selection on a validation metric.
 
-use aido_model::AidoCellModel;
-use aido_model::burn::module::Module;
-use aido_model::burn::tensor::backend::AutodiffBackend;
-use aido_model::lora::{self, LoraConfig};
+use std::fs;
+use std::path::Path;
 
+use aido_model::burn::module::Module;
+use aido_model::burn::tensor::backend::{AutodiffBackend, Backend};
+use aido_model::lora::{self, LoraConfig};
+use aido_model::{AidoCell, AidoCellConfig, AidoCellModel, save_checkpoint};
+use serde::Serialize;
+
+use crate::checkpoint::{io, write_atomic};
 use crate::{Result, TrainError};
 
 /// Which parameters of the backbone are trained (a task head is always trained).
@@ -153,4 +158,57 @@ impl BestTracker {
     pub fn best(&self) -> Option<(u64, f64)> {
         self.best
     }
+}
+
+/// What `best.json` records next to the best weights.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BestRecord<'a> {
+    /// The update that was best.
+    pub step: u64,
+    /// The metric's name (e.g. `macro_f1`).
+    pub metric: &'a str,
+    /// Its value.
+    pub value: f64,
+}
+
+/// Writes `model` as the best checkpoint into `dir`: `config.json` + `model.safetensors` (the
+/// released layout, loadable by `aido embed --model DIR`) and `best.json`. LoRA adapters are
+/// merged into a copy of the weights first. The files are written into `DIR.partial/`, which
+/// then replaces `dir` (the old best is moved aside and removed only after the rename).
+pub fn save_best<B: Backend>(
+    dir: &Path,
+    model: &AidoCell<B>,
+    cfg: &AidoCellConfig,
+    record: &BestRecord<'_>,
+) -> Result<()> {
+    let mut plain = model.clone();
+    if lora::has_adapters(&plain.bert) {
+        plain.bert = lora::merge(plain.bert);
+    }
+    let name = dir
+        .file_name()
+        .ok_or_else(|| TrainError::Config(format!("{}: not a folder name", dir.display())))?
+        .to_string_lossy()
+        .to_string();
+    let partial = dir.with_file_name(format!("{name}.partial"));
+    let old = dir.with_file_name(format!("{name}.old"));
+    for p in [&partial, &old] {
+        if p.exists() {
+            fs::remove_dir_all(p).map_err(io(p))?;
+        }
+    }
+    save_checkpoint(&plain, cfg, &partial)?;
+    let json = serde_json::to_vec_pretty(record).map_err(|e| TrainError::Checkpoint {
+        path: partial.join("best.json"),
+        detail: e.to_string(),
+    })?;
+    write_atomic(&partial.join("best.json"), &json)?;
+    if dir.exists() {
+        fs::rename(dir, &old).map_err(io(dir))?;
+    }
+    fs::rename(&partial, dir).map_err(io(dir))?;
+    if old.exists() {
+        fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
 }

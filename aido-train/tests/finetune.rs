@@ -7,10 +7,11 @@ use aido_model::burn::module::Module;
 use aido_model::burn::optim::{GradientsParams, Optimizer};
 use aido_model::burn::tensor::backend::Backend;
 use aido_model::burn::tensor::{Distribution, Tensor};
+use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::lora::{self, LoraConfig};
 use aido_model::{AidoCell, AidoCellConfig, Cpu, save_checkpoint};
 use aido_train::OptimConfig;
-use aido_train::finetune::{BestTracker, Observation, Trainable, prepare};
+use aido_train::finetune::{BestRecord, BestTracker, Observation, Trainable, prepare, save_best};
 use aido_train::optim::{GroupedAdamW, adamw, clip_global_norm, global_grad_norm, param_ids};
 
 type B = Autodiff<Cpu>;
@@ -145,6 +146,31 @@ fn lora_starts_at_the_base_model_trains_only_adapters_and_merges_exactly() {
         "{merged:?} vs {adapted:?}"
     );
     save_checkpoint(&m, &cfg_for_save(), dir.path()).unwrap();
+}
+
+#[test]
+fn the_best_checkpoint_of_a_lora_run_loads_as_a_plain_model_with_the_same_outputs() {
+    let mut m = model(7);
+    let cfg = LoraConfig::new().with_rank(4).with_alpha(8.0);
+    m.bert = prepare(m.bert, &Trainable::Lora(cfg), &Default::default()).unwrap();
+    let m = train(m, 4);
+    let adapted = flat(loss(&m));
+    let dir = tempfile::tempdir().unwrap();
+    let best = dir.path().join("best");
+    let rec = BestRecord {
+        step: 4,
+        metric: "val_loss",
+        value: f64::from(adapted[0]),
+    };
+    save_best(&best, &m, &cfg_for_save(), &rec).unwrap();
+    // A second, later best replaces the first.
+    save_best(&best, &m, &cfg_for_save(), &BestRecord { step: 5, ..rec }).unwrap();
+    let (loaded, _) = load_checkpoint::<B>(&best, LoadMode::Full, &Default::default()).unwrap();
+    let got = flat(loss(&loaded));
+    assert!((got[0] - adapted[0]).abs() <= 1e-5 * adapted[0].abs().max(1.0));
+    let json = std::fs::read_to_string(best.join("best.json")).unwrap();
+    assert!(json.contains("\"step\": 5"), "{json}");
+    assert!(!dir.path().join("best.partial").exists() && !dir.path().join("best.old").exists());
 }
 
 fn cfg_for_save() -> AidoCellConfig {
