@@ -68,6 +68,10 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `aido embed` on a fixture's counts. The device is `cpu` unless `AIDO_TEST_DEVICE` names
+/// another one the binary was built with (e.g. `AIDO_TEST_DEVICE=wgpu cargo test --release
+/// --features wgpu --test cli_embed` on Mesa's software Vulkan), so the same reference checks
+/// run on every backend.
 fn embed(case: &str, dir: &Path, out: &Path, extra: &[&str]) -> Output {
     let input = counts_csv(case, dir);
     let mut c = aido();
@@ -79,6 +83,11 @@ fn embed(case: &str, dir: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg("--output")
         .arg(out)
         .args(extra);
+    if let Ok(d) = std::env::var("AIDO_TEST_DEVICE")
+        && !extra.contains(&"--device")
+    {
+        c.args(["--device", &d]);
+    }
     c.output().unwrap()
 }
 

@@ -74,6 +74,13 @@ fn pretrain(data: &Path, genes: &Path, out: &Path, extra: &[&str]) -> Command {
         }
     }
     c.args(extra);
+    // The backend under test: cpu unless AIDO_TEST_DEVICE names another one this build has
+    // (a test that names its device keeps it).
+    if let Ok(d) = std::env::var("AIDO_TEST_DEVICE")
+        && !extra.contains(&"--device")
+    {
+        c.args(["--device", &d]);
+    }
     c
 }
 
@@ -246,7 +253,16 @@ fn data_parallel_run_logs_the_losses_of_the_accumulated_single_device_run() {
     let dir = tempfile::tempdir().unwrap();
     let (data, genes) = simulated(dir.path());
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
-    let flags = ["--steps", "6", "--batch-size", "4", "--grad-accum", "2"];
+    let flags = [
+        "--steps",
+        "6",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "2",
+        "--device",
+        "cpu",
+    ];
     run_ok(&mut pretrain(&data, &genes, &one, &flags));
     let mut f2 = flags.to_vec();
     f2.extend(["--data-parallel", "2"]);
