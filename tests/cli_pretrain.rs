@@ -293,3 +293,31 @@ fn data_parallel_run_logs_the_losses_of_the_accumulated_single_device_run() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("data_parallel"));
 }
+
+#[test]
+fn normalized_input_is_refused_naming_the_value() {
+    // sci-Plex3 in ../shared is log-normalized (DATA.md): binomial thinning needs raw counts.
+    let dir = tempfile::tempdir().unwrap();
+    let o = aido()
+        .arg("pretrain")
+        .arg("--data")
+        .arg(aido::tokenize::shared::shared_path("data/sciplex3.h5ad"))
+        .arg("--genes")
+        .arg(aido::tokenize::shared::shared_path(
+            "data/OS_scRNA_gene_index.19264.tsv",
+        ))
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .args(["--steps", "2", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("sciplex3.h5ad")
+            && err.contains("non-integer count")
+            && err.contains("raw counts"),
+        "{err}"
+    );
+    assert!(!dir.path().join("run").join("metrics.jsonl").exists());
+}

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use aido_rda::{RdaBatch, RdaConfig, RdaSampler};
 use aido_tokenize::simulate::permutation;
 use aido_tokenize::{
-    AlignOptions, AlignmentReport, EmptyCellPolicy, GeneVocab, ReadOptions, TokenizeOptions,
-    Tokenizer, open_source,
+    AlignOptions, AlignmentReport, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, ReadOptions,
+    TokenizeOptions, Tokenizer, open_source,
 };
 
 use crate::{Result, TrainError};
@@ -63,14 +63,18 @@ pub fn align_options(vocab: &GeneVocab) -> AlignOptions {
 
 impl CellCorpus {
     /// Reads every file (any format `aido_tokenize::open_source` knows), aligning it to `vocab`.
-    /// Cells with no counts in the gene list are dropped and counted.
+    /// Cells with no counts in the gene list are dropped and counted; a non-integer value (a
+    /// normalized matrix, not raw counts) is an error naming the file, cell and gene.
     pub fn load(paths: &[PathBuf], vocab: &GeneVocab, read: &ReadOptions) -> Result<Self> {
         if paths.is_empty() {
             return Err(TrainError::Config("no data file given".into()));
         }
+        // Read-depth-aware examples thin raw counts binomially: normalized or log-transformed
+        // input (non-integer values) cannot be used, and is refused naming the value.
         let opts = TokenizeOptions {
             align: align_options(vocab),
             empty: EmptyCellPolicy::Skip,
+            non_integer: NonIntegerPolicy::Error,
             ..TokenizeOptions::default()
         };
         let mut sets = Vec::with_capacity(paths.len());
