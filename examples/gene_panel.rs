@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use aido::tokenize::{GeneVocab, ReadOptions, open_source, source::read_all};
+use aido::tokenize::{GeneVocab, PreprocessConfig, ReadOptions, open_source, source::read_all};
 use anyhow::{Context, Result, bail};
 
 fn main() -> Result<()> {
@@ -34,6 +34,7 @@ fn main() -> Result<()> {
         bail!("{usage}");
     }
     let g = vocab.len();
+    let pre = PreprocessConfig::default();
     let mut score = vec![0.0f64; g];
     let mut measured_by = vec![0usize; g];
     for f in &files {
@@ -57,13 +58,13 @@ fn main() -> Result<()> {
                 &m.indices[m.indptr[i]..m.indptr[i + 1]],
                 &m.data[m.indptr[i]..m.indptr[i + 1]],
             );
-            let total: f64 = val.iter().map(|&v| f64::from(v)).sum();
+            let total: f32 = val.iter().sum();
             if total <= 0.0 {
                 continue;
             }
             for (&j, &v) in idx.iter().zip(val) {
                 if let Some(p) = pos[j as usize] {
-                    score[p] += (1.0 + f64::from(v) / total * 1e4).ln() / n as f64;
+                    score[p] += f64::from(pre.gene_value(v, total)) / n as f64;
                 }
             }
         }

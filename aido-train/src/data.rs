@@ -7,7 +7,7 @@
 //! permutation seeded by `(seed, e)`. A run's data position is therefore just the number of
 //! cells consumed, and resuming needs no loader state beyond it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aido_rda::{RdaBatch, RdaConfig, RdaSampler};
 use aido_tokenize::simulate::permutation;
@@ -268,9 +268,4 @@ impl TrainOrder {
             })
             .collect()
     }
-}
-
-/// Reads a gene list and reports which file it came from on error.
-pub fn read_genes(path: &Path) -> Result<GeneVocab> {
-    Ok(GeneVocab::from_tsv(path)?)
 }
