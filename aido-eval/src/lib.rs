@@ -1,0 +1,42 @@
+//! # aido-eval — evaluation for AIDO.Cell
+//!
+//! What the field measures embeddings and predictions with, reproduced to its published
+//! definitions, plus the analysis core of the zero-shot protocol and the pictures:
+//!
+//! - [`metrics`]: ARI, NMI, AMI, homogeneity, completeness (scikit-learn 1.9, exact integer
+//!   pair counts), accuracy / macro-F1 / per-class F1 / confusion, silhouette (euclidean and
+//!   cosine, in tiles), scib's label and batch ASW, graph connectivity and iLISI / cLISI;
+//! - [`preprocess`]: scanpy's expression baseline steps (normalize_total, log1p, seurat HVG,
+//!   scale), [`pca`] (covariance eigen route, sklearn's sign rule), [`knn`] (exact, self
+//!   included), [`umap`] (fuzzy simplicial set = scanpy's connectivities; seeded,
+//!   single-threaded layout), [`leiden`] (RB modularity as leidenalg, the resolution search);
+//! - [`pipeline`]: the whole zero-shot clustering protocol on an embedding or on raw counts,
+//!   with its report;
+//! - [`plot`]: PNG scatter (UMAP) and heatmap (confusion) with an embedded font.
+//!
+//! Everything is reproducible from a seed and independent of the thread count: threads only
+//! ever split outputs, never sums.
+//!
+//! ```
+//! use aido_eval::{Labels, metrics::cluster::adjusted_rand_index};
+//! let truth = Labels::from_strings(&["a", "a", "b", "b"]);
+//! let pred = Labels::from_strings(&["x", "x", "y", "y"]);
+//! assert_eq!(adjusted_rand_index(&truth, &pred)?, 1.0);
+//! # Ok::<(), aido_eval::EvalError>(())
+//! ```
+
+pub mod error;
+pub mod knn;
+pub mod labels;
+pub mod leiden;
+pub mod linalg;
+pub mod metrics;
+pub mod pca;
+pub mod preprocess;
+pub mod sparse;
+pub mod umap;
+
+pub use error::{EvalError, Result};
+pub use knn::{Knn, knn};
+pub use labels::Labels;
+pub use sparse::CsrMatrix;
