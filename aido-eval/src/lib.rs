@@ -32,6 +32,8 @@ pub mod leiden;
 pub mod linalg;
 pub mod metrics;
 pub mod pca;
+pub mod pipeline;
+pub mod plot;
 pub mod preprocess;
 pub mod sparse;
 pub mod umap;
@@ -40,3 +42,16 @@ pub use error::{EvalError, Result};
 pub use knn::{Knn, knn};
 pub use labels::Labels;
 pub use sparse::CsrMatrix;
+
+/// A fixed pseudo-random drawing order of `n` points (no group systematically on top).
+pub(crate) fn plot_order(n: usize) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut s: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}

@@ -108,13 +108,13 @@ impl CsrMatrix {
         let mut label = vec![usize::MAX; self.n];
         let mut k = 0;
         let mut out = vec![0usize; self.n];
-        for i in 0..self.n {
+        for (i, o) in out.iter_mut().enumerate() {
             let r = find(&mut parent, i);
             if label[r] == usize::MAX {
                 label[r] = k;
                 k += 1;
             }
-            out[i] = label[r];
+            *o = label[r];
         }
         (out, k)
     }

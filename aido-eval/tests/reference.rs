@@ -1,6 +1,7 @@
 //! aido-eval against values computed once by scikit-learn 1.9.1, scib-metrics 0.5.10,
 //! umap-learn 0.5.12 and scanpy 1.11.5 (`tools/reference/eval_refs.py`, which also draws the
 //! inputs; the numbers are in `tests/reference/eval_refs.json`, versions recorded inside).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use aido_eval::metrics::classify::classification_report;
 use aido_eval::metrics::cluster::{

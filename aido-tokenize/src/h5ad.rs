@@ -502,3 +502,53 @@ pub fn read_obs(path: &Path) -> Result<ObsTable> {
     let h5 = H5::open(path)?;
     read_dataframe(&h5, "obs", true)
 }
+
+/// Reads the dense matrix `obsm/<key>` (`[n_obs, k]`, any float or integer type) as f32,
+/// checking its row count against `obs`. A missing key is an error listing the keys there.
+pub fn read_obsm(path: &Path, key: &str) -> Result<ndarray::Array2<f32>> {
+    let h5 = H5::open(path)?;
+    let n_obs = read_dataframe(&h5, "obs", false)?.len();
+    let object = format!("obsm/{key}");
+    if !h5.is_dataset(&object) {
+        let mut there: Vec<String> = if h5.is_group("obsm") {
+            let (g, d) = h5.members("obsm")?;
+            g.into_iter().chain(d).collect()
+        } else {
+            Vec::new()
+        };
+        there.sort();
+        let hint = if h5.is_group(&object) {
+            "it is a group (a sparse matrix or a dataframe): a dense [cells, k] array is needed"
+                .to_string()
+        } else if there.is_empty() {
+            "the file has no obsm entries (run `aido embed` first?)".to_string()
+        } else {
+            format!("obsm holds: {}", there.join(", "))
+        };
+        return Err(h5.missing(&object, hint));
+    }
+    let shape = h5.shape(&object)?;
+    if shape.len() != 2 {
+        return Err(TokenizeError::ShapeMismatch {
+            path: path.to_path_buf(),
+            object,
+            detail: format!("expected a 2-D [cells, k] array, found shape {shape:?}"),
+        });
+    }
+    if shape[0] != n_obs {
+        return Err(TokenizeError::ShapeMismatch {
+            path: path.to_path_buf(),
+            object,
+            detail: format!("{} rows, but obs lists {n_obs} cells", shape[0]),
+        });
+    }
+    h5.num_kind(&object)?;
+    let v = h5.read_f32_rows(&object, 0, shape[0], shape[1])?;
+    ndarray::Array2::from_shape_vec((shape[0], shape[1]), v).map_err(|e| {
+        TokenizeError::ShapeMismatch {
+            path: path.to_path_buf(),
+            object: format!("obsm/{key}"),
+            detail: e.to_string(),
+        }
+    })
+}

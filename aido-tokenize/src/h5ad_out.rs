@@ -43,33 +43,66 @@ pub struct H5adWriter {
     pub uns: Vec<(String, String)>,
 }
 
-fn s(v: &str) -> AttrValue {
+pub(crate) fn s(v: &str) -> AttrValue {
     AttrValue::VarLenString(v.into())
 }
 
 /// Keeps every chunk dimension ≤ 65,535 (larger chunk dimensions are not read by libhdf5
 /// when written by hdf5-pure) and chunks of about a mebibyte.
-fn chunk_1d(n: usize) -> u64 {
+pub(crate) fn chunk_1d(n: usize) -> u64 {
     n.clamp(1, 65_535) as u64
 }
 
-fn tag(d: &mut DatasetBuilder, enc: &str, ver: &str) {
+pub(crate) fn tag(d: &mut DatasetBuilder, enc: &str, ver: &str) {
     d.set_attr("encoding-type", s(enc))
         .set_attr("encoding-version", s(ver));
 }
 
 fn strings(g: &mut GroupBuilder, name: &str, values: &[String]) {
+    fill_strings(g.create_dataset(name), values, true);
+}
+
+/// A `string-array` dataset of `values` (chunked and compressed, or contiguous: the in-place
+/// editor cannot add chunked variable-length strings).
+pub(crate) fn fill_strings(d: &mut DatasetBuilder, values: &[String], chunked: bool) {
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-    let d = g.create_dataset(name);
     d.with_vlen_strings(&refs);
-    if !values.is_empty() {
+    if chunked && !values.is_empty() {
         d.with_chunks(&[chunk_1d(values.len().min(4096))])
             .with_deflate(4);
     }
     tag(d, "string-array", "0.2.0");
 }
 
-fn dense(d: &mut DatasetBuilder, m: &Array2<f32>) {
+/// Categorical codes in the narrowest signed type anndata would use.
+pub(crate) fn fill_codes(d: &mut DatasetBuilder, codes: &[i32], n_categories: usize) {
+    if n_categories < 128 {
+        let v: Vec<i8> = codes.iter().map(|&x| x as i8).collect();
+        d.with_i8_data(&v);
+    } else if n_categories < 32_768 {
+        let v: Vec<i16> = codes.iter().map(|&x| x as i16).collect();
+        d.with_i16_data(&v);
+    } else {
+        d.with_i32_data(codes);
+    }
+    if !codes.is_empty() {
+        d.with_chunks(&[chunk_1d(codes.len().min(65_535))])
+            .with_deflate(4);
+    }
+    tag(d, "array", "0.2.0");
+}
+
+/// A boolean enum type as h5py writes `bool`.
+pub(crate) fn bool_type() -> Result<hdf5_pure::Datatype> {
+    EnumTypeBuilder::with_base(make_i8_type())
+        .value("FALSE", 0)
+        .value("TRUE", 1)
+        .build()
+        .map_err(|e| TokenizeError::InvalidArgument(format!("boolean type: {e}")))
+}
+
+/// A dense `array` dataset (`[n, k]` f32, chunked and compressed).
+pub(crate) fn dense(d: &mut DatasetBuilder, m: &Array2<f32>) {
     let (n, k) = m.dim();
     let data: Vec<f32> = m.iter().copied().collect();
     d.with_f32_data(&data).with_shape(&[n as u64, k as u64]);
@@ -89,7 +122,6 @@ fn dict(fb: &mut FileBuilder, name: &str) -> GroupBuilder {
 }
 
 fn column(g: &mut GroupBuilder, name: &str, c: &ObsColumn) -> Result<()> {
-    let chunk = chunk_1d(c.len().min(65_535));
     match c {
         ObsColumn::Categorical {
             codes,
@@ -100,20 +132,7 @@ fn column(g: &mut GroupBuilder, name: &str, c: &ObsColumn) -> Result<()> {
             cg.set_attr("encoding-type", s("categorical"));
             cg.set_attr("encoding-version", s("0.2.0"));
             cg.set_attr("ordered", AttrValue::I8(i8::from(*ordered)));
-            let d = cg.create_dataset("codes");
-            if categories.len() < 128 {
-                let v: Vec<i8> = codes.iter().map(|&x| x as i8).collect();
-                d.with_i8_data(&v);
-            } else if categories.len() < 32_768 {
-                let v: Vec<i16> = codes.iter().map(|&x| x as i16).collect();
-                d.with_i16_data(&v);
-            } else {
-                d.with_i32_data(codes);
-            }
-            if !codes.is_empty() {
-                d.with_chunks(&[chunk]).with_deflate(4);
-            }
-            tag(d, "array", "0.2.0");
+            fill_codes(cg.create_dataset("codes"), codes, categories.len());
             strings(&mut cg, "categories", categories);
             g.add_group(cg.finish());
         }
@@ -128,13 +147,7 @@ fn column(g: &mut GroupBuilder, name: &str, c: &ObsColumn) -> Result<()> {
             tag(d, "array", "0.2.0");
         }
         ObsColumn::Bool(v) => {
-            let t = EnumTypeBuilder::with_base(make_i8_type())
-                .value("FALSE", 0)
-                .value("TRUE", 1)
-                .build()
-                .map_err(|e| {
-                    TokenizeError::InvalidArgument(format!("bool column '{name}': {e}"))
-                })?;
+            let t = bool_type()?;
             let bytes: Vec<u8> = v.iter().map(|&b| u8::from(b)).collect();
             let d = g.create_dataset(name);
             d.with_enum_u8_data(t, &bytes);

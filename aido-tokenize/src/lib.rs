@@ -33,6 +33,7 @@ pub mod delimited;
 pub mod error;
 pub mod h5;
 pub mod h5ad;
+pub mod h5ad_edit;
 pub mod h5ad_out;
 mod io_util;
 pub mod mtx;

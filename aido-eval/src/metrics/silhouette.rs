@@ -40,7 +40,7 @@ pub fn silhouette_samples(
         return Err(EvalError::LengthMismatch {
             what: "silhouette: labels against embedding rows".into(),
             a: labels.len(),
-            b: if d == 0 { 0 } else { x.len() / d },
+            b: x.len().checked_div(d).unwrap_or(0),
         });
     }
     let n_labels = labels.n_distinct();
