@@ -230,4 +230,27 @@ fn demo_runs_without_any_files() {
     assert!(emb.iter().all(|v| v.is_finite()));
     // Different cells get different embeddings.
     assert!(emb[..64].iter().zip(&emb[64..128]).any(|(a, b)| a != b));
+    // The embeddings file is the simulated file plus the embeddings.
+    let obs = aido::tokenize::h5ad::read_obs(&dir.path().join("demo_embeddings.h5ad")).unwrap();
+    assert!(obs.column("cell_type").is_some() && obs.column("batch").is_some());
+    // Both clusterings ran, with reports, UMAP pictures and the clusters in the files.
+    assert!(
+        stdout.contains("AIDO.Cell embedding") && stdout.contains("expression baseline"),
+        "{stdout}"
+    );
+    for tag in ["embedding", "expression"] {
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("demo_{tag}_report.json"))).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            r["ari"].as_f64().is_some() && r["nmi"].as_f64().is_some(),
+            "{r}"
+        );
+        assert!(dir.path().join(format!("demo_{tag}_umap.png")).is_file());
+        let obs =
+            aido::tokenize::h5ad::read_obs(&dir.path().join(format!("demo_{tag}_clusters.h5ad")))
+                .unwrap();
+        assert!(obs.column("aido_leiden").is_some());
+    }
 }

@@ -8,6 +8,7 @@ use aido_model::attention::AttentionBackend;
 use aido_model::backend::DeviceKind;
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{AidoCellModel, Embedder, Pooling};
+use aido_tokenize::h5ad_edit::{H5adAdditions, UnsValue, write_input_plus};
 use aido_tokenize::h5ad_out::H5adWriter;
 use aido_tokenize::safetensors_out::{Dtype, ExtraTensor, SafetensorsRowWriter};
 use aido_tokenize::{GeneVocab, Tokenizer, open_source};
@@ -38,10 +39,14 @@ pub(crate) struct EmbedArgs {
     /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
-    /// Output: .h5ad (obsm/X_aido_cell, obs copied from the input) or .safetensors
-    /// (tensor `cell_embedding` [n_cells, H]).
+    /// Output: .h5ad (an h5ad input copied whole plus obsm/X_aido_cell; see
+    /// --embeddings-only) or .safetensors (tensor `cell_embedding` [n_cells, H]).
     #[arg(long)]
     pub output: PathBuf,
+    /// With an .h5ad output: write a small file holding only obs and the embeddings instead
+    /// of the whole input plus the embeddings.
+    #[arg(long)]
+    pub embeddings_only: bool,
     /// Also write contextual embeddings of these genes (comma-separated symbols of the vocabulary).
     #[arg(long, value_delimiter = ',')]
     pub gene_embeddings: Vec<String>,
@@ -165,6 +170,11 @@ fn embed_with_model<B: AttentionBackend>(
     genes_path: &Path,
 ) -> Result<EmbedSummary> {
     let t0 = Instant::now();
+    // An h5ad output of an h5ad input is the whole input plus the embeddings (unless
+    // --embeddings-only); other inputs have no AnnData to keep, so they get the small file.
+    let whole_file = format == OutFormat::H5ad
+        && !a.embeddings_only
+        && aido_tokenize::InputFormat::detect(&a.input.input)? == aido_tokenize::InputFormat::H5ad;
     let mut source = open_source(&a.input.input, &a.input.read_options())?;
     let n_cells = source.n_cells();
     let mut tok = Tokenizer::new(source.as_mut(), vocab, a.input.options()?)?;
@@ -272,26 +282,48 @@ fn embed_with_model<B: AttentionBackend>(
             w.finish(&extras)?;
         }
         None => {
-            let obs = tok.source().obs().select(&kept);
-            let mut out = H5adWriter::new(obs, Vec::new());
-            out.obsm.push((
-                "X_aido_cell".into(),
-                Array2::from_shape_vec((n, h), cells).context("internal: embedding shape")?,
-            ));
+            let cells =
+                Array2::from_shape_vec((n, h), cells).context("internal: embedding shape")?;
+            let mut obsm = vec![("X_aido_cell".to_string(), cells)];
             for (j, g) in a.gene_embeddings.iter().enumerate() {
                 let col: Vec<f32> = (0..n)
                     .flat_map(|c| genes[(c * k + j) * h..(c * k + j + 1) * h].iter().copied())
                     .collect();
-                out.obsm.push((
+                obsm.push((
                     format!("X_aido_gene_{g}"),
                     Array2::from_shape_vec((n, h), col).context("internal: embedding shape")?,
                 ));
             }
-            out.uns.extend(
-                meta.into_iter()
-                    .map(|(key, v)| (format!("aido_embed_{key}"), v)),
-            );
-            out.write(&a.output)?;
+            let uns: Vec<(String, String)> = meta
+                .into_iter()
+                .map(|(key, v)| (format!("aido_embed_{key}"), v))
+                .collect();
+            if whole_file {
+                if n != n_cells {
+                    bail!(
+                        "{}: {} cells had no counts in the model's genes and were skipped, so the \
+                         embeddings do not cover every cell of the file: use --embeddings-only \
+                         for a file of the embedded cells only",
+                        a.input.input.display(),
+                        n_cells - n
+                    );
+                }
+                let add = H5adAdditions {
+                    obsm,
+                    uns: uns
+                        .into_iter()
+                        .map(|(k, v)| (k, UnsValue::Str(v)))
+                        .collect(),
+                    ..Default::default()
+                };
+                write_input_plus(&a.input.input, &a.output, &add)?;
+            } else {
+                let obs = tok.source().obs().select(&kept);
+                let mut out = H5adWriter::new(obs, Vec::new());
+                out.obsm = obsm;
+                out.uns = uns;
+                out.write(&a.output)?;
+            }
         }
     }
     let seconds = t0.elapsed().as_secs_f64();

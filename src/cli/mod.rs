@@ -1,5 +1,6 @@
 //! Argument parsing and the subcommands of `aido`.
 
+mod analysis;
 mod embed;
 mod pretrain;
 
@@ -40,6 +41,11 @@ enum Command {
     Embed(embed::EmbedArgs),
     /// Read-depth-aware pretraining from raw counts (resumable; writes a checkpoint `embed` loads).
     Pretrain(pretrain::PretrainArgs),
+    /// Zero-shot clustering of an embedding (or the expression baseline): PCA → kNN → Leiden →
+    /// UMAP, results added to the user's h5ad, metrics against labels.
+    Cluster(analysis::ClusterArgs),
+    /// Metrics of columns already in an h5ad (clusters, predictions, an embedding).
+    Evaluate(analysis::EvaluateArgs),
     /// Run the end-to-end default on embedded simulated data (no files needed).
     Demo(DemoArgs),
 }
@@ -194,6 +200,8 @@ pub fn run() -> ExitCode {
         Command::Simulate(a) => cmd_simulate(&a),
         Command::Embed(a) => embed::cmd_embed(&a, true).map(|_| ()),
         Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
+        Command::Cluster(a) => analysis::cmd_cluster(&a, true).map(|_| ()),
+        Command::Evaluate(a) => analysis::cmd_evaluate(&a),
         Command::Demo(a) => cmd_demo(&a),
     };
     match res {
@@ -374,7 +382,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         }
     };
     println!(
-        "aido demo: simulate → pretrain a tiny model (RDA) → embed (files in {})",
+        "aido demo: simulate → pretrain a tiny model (RDA) → embed → cluster, next to the expression baseline (files in {})",
         dir.display()
     );
     let data = dir.join("demo.h5ad");
@@ -438,17 +446,81 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         batch_size: 16,
         device: aido_model::DeviceKind::Cpu,
         output: out.clone(),
+        embeddings_only: false,
         gene_embeddings: Vec::new(),
     };
     let s = embed::cmd_embed(&args, false)?;
     println!(
-        "summary: {} cells → obsm/X_aido_cell [{} × {}] in {}, {:.1} cells/s",
+        "embedded {} cells → obsm/X_aido_cell [{} × {}] in {} ({:.1} cells/s)",
         s.cells,
         s.cells,
         s.hidden,
         out.display(),
         s.cells as f64 / s.seconds.max(1e-9)
     );
+    // The paper's first result: zero-shot clustering of the embeddings, next to the
+    // expression baseline on the same cells.
+    let mut rows = Vec::new();
+    for (what, embedding) in [
+        ("AIDO.Cell embedding", Some("X_aido_cell")),
+        ("expression baseline", None),
+    ] {
+        let tag = if embedding.is_some() {
+            "embedding"
+        } else {
+            "expression"
+        };
+        let args = analysis::ClusterArgs {
+            input: out.clone(),
+            output: dir.join(format!("demo_{tag}_clusters.h5ad")),
+            embedding: embedding.map(str::to_string),
+            expression: embedding.is_none(),
+            label_column: Some("cell_type".into()),
+            batch_column: Some("batch".into()),
+            n_clusters: None,
+            resolution: None,
+            n_pcs: 50,
+            n_neighbors: 15,
+            seed: 0,
+            layer: None,
+            gene_column: None,
+            report: Some(dir.join(format!("demo_{tag}_report.json"))),
+            umap_png: Some(dir.join(format!("demo_{tag}_umap.png"))),
+        };
+        let r = analysis::cmd_cluster(&args, false)?;
+        rows.push((what, r));
+    }
+    println!(
+        "zero-shot clustering against the simulated cell types (Leiden searched to 5 clusters):"
+    );
+    println!(
+        "  {:<22} {:>8} {:>7} {:>7} {:>10} {:>10}",
+        "", "clusters", "ARI", "NMI", "label ASW", "batch ASW"
+    );
+    for (what, r) in &rows {
+        let g = |k: &str| {
+            r.report
+                .get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "  {what:<22} {:>8} {:>7.3} {:>7.3} {:>10.3} {:>10.3}",
+            r.n_clusters,
+            r.ari.unwrap_or(f64::NAN),
+            r.nmi.unwrap_or(f64::NAN),
+            g("label_asw"),
+            g("batch_asw")
+        );
+    }
+    println!(
+        "UMAPs: {} and {}",
+        dir.join("demo_embedding_umap.png").display(),
+        dir.join("demo_expression_umap.png").display()
+    );
+    if a.out.is_none() {
+        println!("(files were in a temporary folder; pass --out DIR to keep them)");
+    }
     Ok(())
 }
 
