@@ -94,7 +94,7 @@ fn expression_baseline_on_zheng68k_keeps_the_file_and_matches_scanpy() {
     assert!((ari - 0.670).abs() < 0.06, "ARI {ari}");
     assert!((nmi - 0.778).abs() < 0.05, "NMI {nmi}");
     // the whole input is there, plus the results
-    let mut a = open_source(&zheng(), &ReadOptions::default()).unwrap();
+    let mut a = open_source(zheng(), &ReadOptions::default()).unwrap();
     let mut b = open_source(&out, &ReadOptions::default()).unwrap();
     assert_eq!(read_all(a.as_mut()).unwrap(), read_all(b.as_mut()).unwrap());
     let (obs_in, obs) = (read_obs(&zheng()).unwrap(), read_obs(&out).unwrap());

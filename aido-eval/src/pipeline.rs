@@ -20,10 +20,11 @@ use crate::labels::Labels;
 use crate::leiden::{LeidenResult, ResolutionSearch, leiden_at, search_resolution};
 use crate::metrics::cluster::{ClusterAgreement, agreement};
 use crate::metrics::graph::{graph_connectivity, ilisi};
-use crate::metrics::silhouette::{Metric, batch_asw, label_asw, silhouette_score};
+use crate::metrics::silhouette::{Metric, batch_asw, silhouette_score};
 use crate::pca::{Pca, pca};
 use crate::preprocess::{
-    Hvg, HvgSelection, check_counts, dense_columns, highly_variable_genes, normalize_log1p, scale,
+    Hvg, HvgSelection, check_counts, dense_columns, highly_variable_genes,
+    normalize_log1p_in_place, scale,
 };
 use crate::sparse::CsrMatrix;
 use crate::umap::{UmapConfig, distance_graph, fuzzy_simplicial_set, umap_layout};
@@ -103,10 +104,10 @@ pub enum ClusterInput<'a> {
         /// Dimensions.
         d: usize,
     },
-    /// Raw counts, cells × genes.
+    /// Raw counts, cells × genes (normalized in place: the counts are consumed).
     Expression {
         /// Counts.
-        counts: &'a CsrChunk,
+        counts: CsrChunk,
         /// Genes (columns).
         n_genes: usize,
         /// Preprocessing settings.
@@ -188,9 +189,10 @@ pub fn cluster(input: ClusterInput<'_>, cfg: &ClusterConfig) -> Result<ClusterOu
             n_genes,
             config,
         } => {
-            check_counts(counts)?;
+            check_counts(&counts)?;
             let n = counts.n_cells();
-            let log = normalize_log1p(counts, config.target_sum);
+            let mut log = counts;
+            normalize_log1p_in_place(&mut log, config.target_sum);
             let hvg = highly_variable_genes(&log, n_genes, config.hvg)?;
             let sel = hvg.selected();
             if sel.len() < 2 {
@@ -200,6 +202,7 @@ pub fn cluster(input: ClusterInput<'_>, cfg: &ClusterConfig) -> Result<ClusterOu
                 )));
             }
             let mut y = dense_columns(&log, n_genes, &sel);
+            drop(log);
             scale(&mut y, n, sel.len(), cfg.scale_max_value);
             (y, n, sel.len(), Some(hvg))
         }
@@ -362,6 +365,6 @@ pub fn embedding_scores(x: &[f32], n: usize, d: usize, labels: &Labels) -> Resul
     Ok(EmbeddingScores {
         silhouette: s,
         silhouette_cosine: silhouette_score(x, n, d, labels, Metric::Cosine)?,
-        label_asw: label_asw(x, n, d, labels, Metric::Euclidean)?,
+        label_asw: (s + 1.0) / 2.0,
     })
 }

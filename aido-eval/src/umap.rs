@@ -633,7 +633,9 @@ pub fn umap_layout(
             let (cur, oth) = (emb[j], emb[k]);
             let d2 = f64::from((cur[0] - oth[0]).powi(2) + (cur[1] - oth[1]).powi(2));
             let gc = if d2 > 0.0 {
-                -2.0 * a * b * d2.powf(b - 1.0) / (a * d2.powf(b) + 1.0)
+                // d2^(b−1) = d2^b / d2: one power per sample
+                let p = d2.powf(b);
+                -2.0 * a * b * (p / d2) / (a * p + 1.0)
             } else {
                 0.0
             };

@@ -393,9 +393,10 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
                     a.input.display()
                 );
             }
+            drop(src);
             let o = cluster(
                 ClusterInput::Expression {
-                    counts: &counts,
+                    counts,
                     n_genes: g,
                     config: ExpressionConfig::default(),
                 },
@@ -405,8 +406,10 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
             (o, g, "expression")
         }
     };
+    let t_read_and_cluster = t0.elapsed().as_secs_f64();
     let n = out.knn.n;
     let k = out.pca.n_comps;
+    let t_score = Instant::now();
     let scores = match &labels {
         Some(l) => Some(
             score(
@@ -428,7 +431,9 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
         ),
         None => None,
     };
+    let score_seconds = t_score.elapsed().as_secs_f64();
     // results into the user's file, then the picture and the report
+    let t_write = Instant::now();
     let add = additions(&out, a, n_vars)?;
     write_input_plus(&a.input, &a.output, &add)?;
     if let Some(png) = &a.umap_png {
@@ -450,7 +455,11 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
         let title = format!("UMAP of {src}, coloured by {by} ({n} cells)");
         scatter_png(png, coords, &groups, &title, "UMAP")?;
     }
+    let write_seconds = t_write.elapsed().as_secs_f64();
     let exact = out.search.as_ref().map(|s| s.exact);
+    let s = &out.seconds;
+    let read_seconds = t_read_and_cluster
+        - (s.preprocess + s.pca + s.neighbors + s.connectivities + s.leiden + s.umap);
     let report = json!({
         "n_cells": n,
         "n_clusters": out.leiden.n_clusters,
@@ -469,7 +478,17 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
         "target_n_clusters": match target { ClusterTarget::NClusters(k) => json!(k), ClusterTarget::Resolution(_) => Value::Null },
         "exact_n_clusters": exact.map_or(Value::Null, |e| json!(e)),
         "resolution_search": out.search.as_ref().map_or(Value::Null, |s| json!(s.tried.iter().map(|(r, c)| json!({"resolution": r, "n_clusters": c})).collect::<Vec<_>>())),
-        "stage_seconds": out.seconds,
+        "stage_seconds": {
+            "read": read_seconds,
+            "preprocess": s.preprocess,
+            "pca": s.pca,
+            "neighbors": s.neighbors,
+            "connectivities": s.connectivities,
+            "leiden": s.leiden,
+            "umap": s.umap,
+            "metrics": score_seconds,
+            "write": write_seconds,
+        },
         "metrics_space": format!("X_pca ({k} components)"),
         "settings": {
             "input": a.input.display().to_string(),

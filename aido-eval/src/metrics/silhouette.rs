@@ -23,8 +23,8 @@ pub enum Metric {
     Cosine,
 }
 
-const TILE: usize = 256;
-const COLS: usize = 8192;
+const TILE: usize = 128;
+const COLS: usize = 1024;
 
 /// Per-cell silhouette of `labels` on the row-major `n × d` matrix `x`. Cells alone in their
 /// label get 0 (as sklearn, whose NaN is turned into 0), so do cells with `a = b = 0`.
@@ -68,6 +68,23 @@ pub fn silhouette_samples(
     let l = labels.names.len();
     let freq = labels.counts();
     let codes = &labels.codes;
+    // Columns in label order: each label's distances are then one contiguous run of a row
+    // (a plain sum, no scatter by label).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (codes[i], i));
+    let xs: Vec<f64> = order
+        .iter()
+        .flat_map(|&i| xf[i * d..(i + 1) * d].iter().copied())
+        .collect();
+    let norms_s: Vec<f64> = order.iter().map(|&i| norms[i]).collect();
+    let mut inv = vec![0usize; n];
+    for (p, &i) in order.iter().enumerate() {
+        inv[i] = p;
+    }
+    let mut starts = vec![0usize; l + 1];
+    for c in 0..l {
+        starts[c + 1] = starts[c] + freq[c];
+    }
     let blocks: Vec<(usize, usize)> = (0..n)
         .step_by(TILE)
         .map(|r0| (r0, TILE.min(n - r0)))
@@ -82,23 +99,34 @@ pub fn silhouette_samples(
             while c0 < n {
                 let cols = COLS.min(n - c0);
                 let t = &mut tile[..rows * cols];
-                matmul_nt(a, rows, &xf[c0 * d..(c0 + cols) * d], cols, d, t);
+                matmul_nt(a, rows, &xs[c0 * d..(c0 + cols) * d], cols, d, t);
                 for r in 0..rows {
                     let i = r0 + r;
-                    let s = &mut sums[r * l..(r + 1) * l];
-                    for (jj, &dot) in t[r * cols..(r + 1) * cols].iter().enumerate() {
-                        let j = c0 + jj;
-                        let dist = if i == j {
-                            0.0
-                        } else {
-                            match metric {
-                                Metric::Euclidean => {
-                                    (-2.0 * dot + norms[i] + norms[j]).max(0.0).sqrt()
-                                }
-                                Metric::Cosine => (1.0 - dot).clamp(0.0, 2.0),
+                    let ni = norms[i];
+                    let trow = &mut t[r * cols..(r + 1) * cols];
+                    match metric {
+                        Metric::Euclidean => {
+                            for (v, &nj) in trow.iter_mut().zip(&norms_s[c0..c0 + cols]) {
+                                *v = (-2.0 * *v + ni + nj).max(0.0).sqrt();
                             }
-                        };
-                        s[codes[j] as usize] += dist;
+                        }
+                        Metric::Cosine => {
+                            for v in trow.iter_mut() {
+                                *v = (1.0 - *v).clamp(0.0, 2.0);
+                            }
+                        }
+                    }
+                    // the self distance is 0 (sklearn zeroes the diagonal)
+                    let own_pos = inv[i];
+                    if (c0..c0 + cols).contains(&own_pos) {
+                        trow[own_pos - c0] = 0.0;
+                    }
+                    let s = &mut sums[r * l..(r + 1) * l];
+                    for c in 0..l {
+                        let (a0, a1) = (starts[c].max(c0), starts[c + 1].min(c0 + cols));
+                        if a0 < a1 {
+                            s[c] += trow[a0 - c0..a1 - c0].iter().sum::<f64>();
+                        }
                     }
                 }
                 c0 += cols;
