@@ -9,8 +9,10 @@
 //! - [`rda`] (`aido-rda`): the read-depth-aware pretraining examples and masked-value loss.
 //! - [`train`] (`aido-train`): the pretraining loop, checkpoints and resume, fine-tuning pieces.
 
+pub use aido_eval as eval;
 pub use aido_model as model;
 pub use aido_rda as rda;
+pub use aido_tasks as tasks;
 pub use aido_tokenize as tokenize;
 pub use aido_train as train;
 

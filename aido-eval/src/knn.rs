@@ -71,33 +71,70 @@ fn exact_dist2(a: &[f32], b: &[f32]) -> f64 {
 /// Exact `k` nearest neighbours of every row of the row-major `n × d` matrix `x` (self
 /// included, as scanpy's `n_neighbors`). `k` is capped at `n`.
 pub fn knn(x: &[f32], n: usize, d: usize, k: usize) -> Result<Knn> {
-    if x.len() != n * d {
-        return Err(EvalError::LengthMismatch {
-            what: "kNN matrix values against rows × columns".into(),
-            a: x.len(),
-            b: n * d,
-        });
+    search(x, n, x, n, d, k, true)
+}
+
+/// Exact `k` nearest reference rows (`reference: nr × d`) of every query row
+/// (`queries: nq × d`), nearest first, ties by the lower reference index: a kNN classifier's
+/// neighbour search (scikit-learn's `KNeighborsClassifier`, brute force). `k` is capped at
+/// `nr`; [`Knn::n`] is `nq`.
+pub fn knn_query(
+    queries: &[f32],
+    nq: usize,
+    reference: &[f32],
+    nr: usize,
+    d: usize,
+    k: usize,
+) -> Result<Knn> {
+    search(queries, nq, reference, nr, d, k, false)
+}
+
+fn search(
+    q: &[f32],
+    nq: usize,
+    x: &[f32],
+    n: usize,
+    d: usize,
+    k: usize,
+    same: bool,
+) -> Result<Knn> {
+    for (what, m, rows) in [("query", q, nq), ("reference", x, n)] {
+        if m.len() != rows * d {
+            return Err(EvalError::LengthMismatch {
+                what: format!("kNN {what} values against rows × columns"),
+                a: m.len(),
+                b: rows * d,
+            });
+        }
     }
     if k == 0 {
         return Err(EvalError::InvalidArgument("kNN with k = 0".into()));
     }
+    if n == 0 {
+        return Err(EvalError::InvalidArgument(
+            "kNN with no reference rows".into(),
+        ));
+    }
     check_finite("the kNN input", x, d)?;
+    if !same {
+        check_finite("the kNN queries", q, d)?;
+    }
     let k = k.min(n);
     let cand = (k + MARGIN).min(n);
     let norms: Vec<f32> = x
         .chunks_exact(d.max(1))
         .map(|r| r.iter().map(|v| v * v).sum())
         .collect();
-    let blocks: Vec<(usize, usize)> = (0..n)
+    let blocks: Vec<(usize, usize)> = (0..nq)
         .step_by(ROWS)
-        .map(|r0| (r0, ROWS.min(n - r0)))
+        .map(|r0| (r0, ROWS.min(nq - r0)))
         .collect();
     let parts: Vec<(Vec<u32>, Vec<f32>)> = blocks
         .par_iter()
         .map(|&(r0, rows)| {
-            let a = &x[r0 * d..(r0 + rows) * d];
+            let a = &q[r0 * d..(r0 + rows) * d];
             let mut tile = vec![0.0f32; rows * COLS];
-            // Per row: the current best candidates as (approx. dist², index), kept sorted.
+            // Per row: the current best candidates as (approx. dist² − ‖x_i‖², index), sorted.
             let mut best: Vec<Vec<(f32, u32)>> = vec![Vec::with_capacity(cand + 1); rows];
             let mut c0 = 0;
             while c0 < n {
@@ -105,19 +142,33 @@ pub fn knn(x: &[f32], n: usize, d: usize, k: usize) -> Result<Knn> {
                 let t = &mut tile[..rows * cols];
                 matmul_nt(a, rows, &x[c0 * d..(c0 + cols) * d], cols, d, t);
                 for (r, b) in best.iter_mut().enumerate() {
-                    let na = norms[r0 + r];
-                    let trow = &t[r * cols..(r + 1) * cols];
-                    for (j, &dot) in trow.iter().enumerate() {
-                        let dist = (na + norms[c0 + j] - 2.0 * dot).max(0.0);
-                        if b.len() == cand && dist > b[cand - 1].0 {
-                            continue;
+                    // ‖x_i‖² is the same for the whole row: rank by ‖x_j‖² − 2 x_i·x_j
+                    let trow = &mut t[r * cols..(r + 1) * cols];
+                    for (v, &nb) in trow.iter_mut().zip(&norms[c0..c0 + cols]) {
+                        *v = nb - 2.0 * *v;
+                    }
+                    let mut j0 = 0;
+                    for chunk in trow.chunks(16) {
+                        let thr = if b.len() == cand {
+                            b[cand - 1].0
+                        } else {
+                            f32::INFINITY
+                        };
+                        let lo = chunk.iter().copied().fold(f32::INFINITY, f32::min);
+                        if lo <= thr {
+                            for (jj, &key) in chunk.iter().enumerate() {
+                                if b.len() == cand && key > b[cand - 1].0 {
+                                    continue;
+                                }
+                                let idx = (c0 + j0 + jj) as u32;
+                                let pos = b.partition_point(|&(dv, iv)| (dv, iv) < (key, idx));
+                                b.insert(pos, (key, idx));
+                                if b.len() > cand {
+                                    b.pop();
+                                }
+                            }
                         }
-                        let idx = (c0 + j) as u32;
-                        let pos = b.partition_point(|&(dv, iv)| (dv, iv) < (dist, idx));
-                        b.insert(pos, (dist, idx));
-                        if b.len() > cand {
-                            b.pop();
-                        }
+                        j0 += chunk.len();
                     }
                 }
                 c0 += cols;
@@ -126,11 +177,11 @@ pub fn knn(x: &[f32], n: usize, d: usize, k: usize) -> Result<Knn> {
             let mut dis = Vec::with_capacity(rows * k);
             for (r, b) in best.into_iter().enumerate() {
                 let i = r0 + r;
-                let xi = &x[i * d..(i + 1) * d];
+                let xi = &q[i * d..(i + 1) * d];
                 let mut exact: Vec<(f64, u32)> = b
                     .into_iter()
                     .map(|(_, j)| {
-                        let dd = if j as usize == i {
+                        let dd = if same && j as usize == i {
                             0.0
                         } else {
                             exact_dist2(xi, &x[j as usize * d..(j as usize + 1) * d])
@@ -147,14 +198,14 @@ pub fn knn(x: &[f32], n: usize, d: usize, k: usize) -> Result<Knn> {
             (ind, dis)
         })
         .collect();
-    let mut indices = Vec::with_capacity(n * k);
-    let mut distances = Vec::with_capacity(n * k);
+    let mut indices = Vec::with_capacity(nq * k);
+    let mut distances = Vec::with_capacity(nq * k);
     for (i, dd) in parts {
         indices.extend(i);
         distances.extend(dd);
     }
     Ok(Knn {
-        n,
+        n: nq,
         k,
         indices,
         distances,

@@ -50,6 +50,12 @@ pub fn check_counts(x: &CsrChunk) -> Result<()> {
 /// `target_sum = target`, then `log1p`). Cells with a zero total stay zero.
 pub fn normalize_log1p(x: &CsrChunk, target: f64) -> CsrChunk {
     let mut out = x.clone();
+    normalize_log1p_in_place(&mut out, target);
+    out
+}
+
+/// [`normalize_log1p`] without a copy.
+pub fn normalize_log1p_in_place(x: &mut CsrChunk, target: f64) {
     for i in 0..x.n_cells() {
         let (a, b) = (x.indptr[i], x.indptr[i + 1]);
         let total: f64 = x.data[a..b].iter().map(|&v| f64::from(v)).sum();
@@ -57,11 +63,10 @@ pub fn normalize_log1p(x: &CsrChunk, target: f64) -> CsrChunk {
             continue;
         }
         let scale = (total / target) as f32;
-        for v in &mut out.data[a..b] {
+        for v in &mut x.data[a..b] {
             *v = (*v / scale).ln_1p();
         }
     }
-    out
 }
 
 /// The cut-offs of seurat-flavour HVG selection (scanpy's defaults), or a fixed count.
@@ -322,8 +327,16 @@ pub fn scale(x: &mut [f32], n: usize, d: usize, max_value: Option<f32>) -> (Vec<
             if sd == 0.0 { 1.0 } else { sd }
         })
         .collect();
+    apply_scale(x, d, &mean, &std, max_value);
+    (mean, std)
+}
+
+/// `(x − mean) / std`, clipped to `[−max_value, max_value]` when given, per column of the
+/// row-major `· × d` matrix `x`: the transform [`scale`] fitted (e.g. on training cells)
+/// applied to other rows.
+pub fn apply_scale(x: &mut [f32], d: usize, mean: &[f64], std: &[f64], max_value: Option<f32>) {
     for row in x.chunks_exact_mut(d.max(1)) {
-        for ((v, &m), &s) in row.iter_mut().zip(&mean).zip(&std) {
+        for ((v, &m), &s) in row.iter_mut().zip(mean).zip(std) {
             let mut y = ((f64::from(*v) - m) / s) as f32;
             if let Some(c) = max_value {
                 y = y.clamp(-c, c);
@@ -331,5 +344,4 @@ pub fn scale(x: &mut [f32], n: usize, d: usize, max_value: Option<f32>) -> (Vec<
             *v = y;
         }
     }
-    (mean, std)
 }

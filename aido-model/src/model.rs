@@ -246,6 +246,28 @@ impl<B: Backend> AidoCellModel<B> {
 }
 
 impl<B: AttentionBackend> AidoCellModel<B> {
+    /// The residual stream entering block `start` (`0 ≤ start ≤ L`): the embedding output
+    /// followed by blocks `0..start`. `values [B, S]` → `[B, S, H]`. With
+    /// [`forward_suffix`](Self::forward_suffix) it splits [`forward`](Self::forward) in two
+    /// (the same operations in the same order), so a frozen prefix can be computed once.
+    pub fn forward_prefix(&self, values: Tensor<B, 2>, start: usize) -> Tensor<B, 3> {
+        let mut h = self.embed(values);
+        for layer in &self.encoder.layer[..start.min(self.encoder.layer.len())] {
+            h = layer.forward(h);
+        }
+        h
+    }
+
+    /// Blocks `start..L` and the final norm: the residual stream entering block `start`
+    /// `[B, S, H]` → `last_hidden_state [B, S, H]`.
+    pub fn forward_suffix(&self, h: Tensor<B, 3>, start: usize) -> Tensor<B, 3> {
+        let mut h = h;
+        for layer in &self.encoder.layer[start.min(self.encoder.layer.len())..] {
+            h = layer.forward(h);
+        }
+        self.encoder.ln.forward(h)
+    }
+
     /// `values [B, S]` (preprocessed, `S = G + 2`) → encoder output.
     pub fn forward(&self, values: Tensor<B, 2>, output_hidden_states: bool) -> EncoderOutput<B> {
         let mut h = self.embed(values);

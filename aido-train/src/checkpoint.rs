@@ -95,9 +95,28 @@ where
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
+    save_numbered::<B, M, O, TrainState>(out, state.step, model, optim, state, keep)
+}
+
+/// [`save`] for any run whose counters serialize to `state.json` (fine-tuning saves once per
+/// epoch): the checkpoint is `checkpoints/step-{number:08}`.
+pub fn save_numbered<B, M, O, S>(
+    out: &Path,
+    number: u64,
+    model: &M,
+    optim: &O,
+    state: &S,
+    keep: usize,
+) -> Result<PathBuf>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+    S: Serialize,
+{
     let root = checkpoints_dir(out);
     fs::create_dir_all(&root).map_err(io(&root))?;
-    let name = step_name(state.step);
+    let name = step_name(number);
     let partial = root.join(format!("{name}.partial"));
     let fin = root.join(&name);
     if partial.exists() {
@@ -187,6 +206,11 @@ pub fn latest(out: &Path) -> Result<Option<PathBuf>> {
 
 /// Reads `state.json` of a checkpoint folder.
 pub fn read_state(dir: &Path) -> Result<TrainState> {
+    read_state_as(dir)
+}
+
+/// Reads `state.json` of a checkpoint folder written by [`save_numbered`].
+pub fn read_state_as<S: serde::de::DeserializeOwned>(dir: &Path) -> Result<S> {
     let p = dir.join("state.json");
     let text = fs::read_to_string(&p).map_err(io(&p))?;
     serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {

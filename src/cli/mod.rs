@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands of `aido`.
 
 mod analysis;
+mod annotate;
 mod embed;
 mod pretrain;
 
@@ -46,6 +47,11 @@ enum Command {
     Cluster(analysis::ClusterArgs),
     /// Metrics of columns already in an h5ad (clusters, predictions, an embedding).
     Evaluate(analysis::EvaluateArgs),
+    /// Cell-type annotation: fine-tune the encoder with the paper's head on labelled cells
+    /// (report, confusion matrix, a classifier folder for `predict`).
+    Finetune(annotate::FinetuneArgs),
+    /// Label new cells with a classifier from `finetune`; results added to the user's h5ad.
+    Predict(annotate::PredictArgs),
     /// Run the end-to-end default on embedded simulated data (no files needed).
     Demo(DemoArgs),
 }
@@ -202,6 +208,8 @@ pub fn run() -> ExitCode {
         Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
         Command::Cluster(a) => analysis::cmd_cluster(&a, true).map(|_| ()),
         Command::Evaluate(a) => analysis::cmd_evaluate(&a),
+        Command::Finetune(a) => annotate::cmd_finetune(&a, true).map(|_| ()),
+        Command::Predict(a) => annotate::cmd_predict(&a, true).map(|_| ()),
         Command::Demo(a) => cmd_demo(&a),
     };
     match res {

@@ -1,0 +1,37 @@
+//! # aido-tasks — downstream tasks of AIDO.Cell
+//!
+//! Cell-type annotation as the paper runs it (SPEC-tasks §1), and the baselines it is read
+//! against:
+//!
+//! - [`head`]: [`CellTypeHeadConfig`] → [`CellTypeHead`] (pooling → optional non-affine batch
+//!   norm → `H → 256 → ReLU → C`) and [`CellTypeClassifier`] (encoder + head);
+//! - [`weights`]: the loss's class weights (the paper's, read as a cap; balanced; none);
+//! - [`split`]: stratified seeded splits, or the user's split column;
+//! - [`finetune`]: the resumable loop — weighted cross-entropy, selection on validation
+//!   macro-F1, early stopping, every trainable mode of `aido_train::finetune::Trainable`, and
+//!   the frozen-prefix cache;
+//! - [`classifier`]: the folder `aido predict` loads, and prediction;
+//! - [`baselines`]: PCA of log-normalized expression → logistic regression / 10-NN vote;
+//! - [`cells`]: tokenized cells held sparsely in memory for the epochs.
+//!
+//! Metrics come from `aido-eval` (accuracy, macro-F1, per-class F1, confusion), so every
+//! number here is scored exactly as `aido evaluate` scores it.
+
+pub mod baselines;
+pub mod cells;
+pub mod classifier;
+pub mod error;
+pub mod finetune;
+pub mod head;
+pub mod split;
+pub mod weights;
+
+pub use cells::TokenizedCells;
+pub use classifier::{Classifier, ClassifierInfo, load_classifier, save_classifier};
+pub use error::{Result, TaskError};
+pub use finetune::{
+    CacheKind, EpochRecord, Event, FinetuneConfig, FinetuneJob, FinetuneOutcome, finetune,
+};
+pub use head::{CellTypeClassifier, CellTypeHead, CellTypeHeadConfig};
+pub use split::{DataSplit, split_from_values, stratified_split};
+pub use weights::ClassWeights;
