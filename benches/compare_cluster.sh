@@ -4,7 +4,7 @@
 # metrics alone (aido evaluate against sklearn + scib-metrics, benches/python/metrics_anchor.py)
 # at 100,000 cells. Wall time and peak RSS from /usr/bin/time.
 #
-#   bash benches/compare_cluster.sh PYTHON [WORKDIR]
+#   [SIZES="20000 100000"] bash benches/compare_cluster.sh PYTHON [WORKDIR]
 # PYTHON: a venv with scanpy 1.11.5, scipy 1.14.1, pynndescent 0.5.13, leidenalg, scikit-learn,
 # scib-metrics (SPEC-tasks: newer scipy/pynndescent break scanpy's neighbors above 4,096 cells).
 set -euo pipefail
@@ -14,12 +14,13 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet
 aido=$PWD/target/release/aido
 mkdir -p "$work"
-for n in 20000 100000; do
+sizes=${SIZES:-20000 100000}
+for n in $sizes; do
   f="$work/sim$n.h5ad"
   [ -f "$f" ] || "$aido" simulate --cells $n --genes 2000 --cell-types 10 --batches 2 --seed 1 --output "$f"
 done
 t() { /usr/bin/time -f "TIME wall_s=%e peak_kb=%M" "$@"; }
-for n in 20000 100000; do
+for n in $sizes; do
   f="$work/sim$n.h5ad"
   echo "== aido cluster --expression, $n cells"
   t "$aido" cluster --input "$f" --output "$work/aido$n.h5ad" --expression --label-column cell_type \
@@ -27,6 +28,7 @@ for n in 20000 100000; do
   echo "== scanpy, $n cells"
   t "$py" benches/python/scanpy_cluster.py "$f" cell_type 2>&1 | grep -E "TIME|tool"
 done
+case " $sizes " in *" 100000 "*) ;; *) exit 0 ;; esac
 echo "== aido evaluate (metrics alone), 100000 cells"
 t "$aido" evaluate --input "$work/aido100000.h5ad" --label-column cell_type --cluster-column aido_leiden \
   --embedding X_pca --batch-column batch --report "$work/eval100000.json" 2>&1 | grep -E "TIME"

@@ -278,6 +278,49 @@ pub fn weighted_cross_entropy<B: Backend>(
     (picked * w).sum().neg().div_scalar(total)
 }
 
+/// The residual stream entering block `start` of `rows` `[n, S, H]`, computed one cell at a
+/// time: a cell's frozen output then does not depend on which cells share its batch (matrix
+/// products are not bit-stable across batch compositions), so the cache, the recomputation and
+/// any batch order give the same numbers.
+fn prefix_rows<B: AttentionBackend>(
+    model: &CellTypeClassifier<B>,
+    rows: &[usize],
+    start: usize,
+    job: &FinetuneJob<'_>,
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let parts: Vec<Tensor<B, 3>> = rows
+        .iter()
+        .map(|&r| {
+            model
+                .bert
+                .forward_prefix(job.data.tensor(&[r], device), start)
+        })
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// The pooled whole-encoder output of `rows` `[n, H]`, one cell at a time (see [`prefix_rows`]).
+fn pooled_rows<B: AttentionBackend>(
+    model: &CellTypeClassifier<B>,
+    rows: &[usize],
+    job: &FinetuneJob<'_>,
+    pooling: Pooling,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    let parts = rows
+        .iter()
+        .map(|&r| {
+            let last = model
+                .bert
+                .forward(job.data.tensor(&[r], device), false)
+                .last_hidden_state;
+            aido_model::embed::pool(last, job.present, pooling).map_err(TaskError::from)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(parts, 0))
+}
+
 fn logits<B: AttentionBackend>(
     model: &CellTypeClassifier<B>,
     rows: &[usize],
@@ -287,16 +330,27 @@ fn logits<B: AttentionBackend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 2>> {
     let b = rows.len();
-    match cache.kind {
-        CacheKind::None => model.forward(job.data.tensor(rows, device), job.present, pooling),
-        CacheKind::Pooled => Ok(model.head.forward(Tensor::from_data(
+    match (cache.kind, cache.frozen) {
+        (CacheKind::Pooled, _) => Ok(model.head.forward(Tensor::from_data(
             TensorData::new(cache.rows_of(rows), [b, cache.width]),
             device,
         ))),
-        CacheKind::Hidden { start } => {
+        (CacheKind::Hidden { start }, _) => {
             let (s, h) = (job.data.seq_len, cache.width / job.data.seq_len);
             let x = Tensor::from_data(TensorData::new(cache.rows_of(rows), [b, s, h]), device);
             model.forward_from_block(x, start, job.present, pooling)
+        }
+        (CacheKind::None, CacheKind::Pooled) => Ok(model
+            .head
+            .forward(pooled_rows(model, rows, job, pooling, device)?)),
+        (CacheKind::None, CacheKind::Hidden { start }) => model.forward_from_block(
+            prefix_rows(model, rows, start, job, device),
+            start,
+            job.present,
+            pooling,
+        ),
+        (CacheKind::None, CacheKind::None) => {
+            model.forward(job.data.tensor(rows, device), job.present, pooling)
         }
     }
 }
@@ -323,17 +377,12 @@ where
     match cache.frozen {
         CacheKind::None => logits(model, rows, job, cache, pooling, device),
         CacheKind::Pooled => {
-            let inner = model.valid();
-            let x = job.data.tensor::<B::InnerBackend>(rows, device);
-            let last = inner.bert.forward(x, false).last_hidden_state;
-            let p = aido_model::embed::pool(last, job.present, pooling)?;
+            let p = pooled_rows(&model.valid(), rows, job, pooling, device)?;
             Ok(model.head.forward(Tensor::from_inner(p)))
         }
         CacheKind::Hidden { start } => {
-            let inner = model.valid();
-            let x = job.data.tensor::<B::InnerBackend>(rows, device);
-            let h = Tensor::from_inner(inner.bert.forward_prefix(x, start));
-            model.forward_from_block(h, start, job.present, pooling)
+            let h = prefix_rows(&model.valid(), rows, start, job, device);
+            model.forward_from_block(Tensor::from_inner(h), start, job.present, pooling)
         }
     }
 }
@@ -410,13 +459,9 @@ fn build_cache<B: AttentionBackend>(
     if kind != CacheKind::None {
         data.reserve(rows.len() * width);
         for (i, chunk) in rows.chunks(job.config.batch_size).enumerate() {
-            let x = job.data.tensor::<B>(chunk, device);
             let t: Vec<f32> = match kind {
-                CacheKind::Pooled => {
-                    let last = model.bert.forward(x, false).last_hidden_state;
-                    host(aido_model::embed::pool(last, job.present, pooling)?)?
-                }
-                CacheKind::Hidden { start } => host(model.bert.forward_prefix(x, start))?,
+                CacheKind::Pooled => host(pooled_rows(model, chunk, job, pooling, device)?)?,
+                CacheKind::Hidden { start } => host(prefix_rows(model, chunk, start, job, device))?,
                 CacheKind::None => Vec::new(),
             };
             if t.iter().any(|v| !v.is_finite()) {
@@ -518,7 +563,9 @@ where
         split: job.split.clone(),
         history: Vec::new(),
     };
-    let mut best: Option<(usize, CellTypeClassifier<B>)> = None;
+    // The best model is kept as an inference-mode copy: `valid()` copies the batch norm's
+    // running statistics, which clones of the training model would share (and keep updating).
+    let mut best: Option<(usize, CellTypeClassifier<B::InnerBackend>)> = None;
     if job.resume {
         let dir = checkpoint::latest(job.out)?.ok_or_else(|| TaskError::Checkpoint {
             path: checkpoint::checkpoints_dir(job.out),
@@ -557,7 +604,7 @@ where
                 path: bd.join("model.mpk"),
                 detail: e.to_string(),
             })?;
-        best = Some((epoch, model.clone().load_record(rec)));
+        best = Some((epoch, model.valid().load_record(rec)));
         on_event(Event::Resumed {
             epoch: state.history.len(),
         });
@@ -658,7 +705,7 @@ where
         let obs = tracker.observe(epoch as u64, f1);
         if obs == Observation::Improved {
             save_best(job.out, &model, epoch)?;
-            best = Some((epoch, model.clone()));
+            best = Some((epoch, model.valid()));
         }
         state.history.push(rec.clone());
         checkpoint::save_numbered::<B, _, _, _>(job.out, epoch as u64, &model, &optim, &state, 1)?;
@@ -672,7 +719,7 @@ where
         epoch: state.history.len(),
     })?;
     Ok(FinetuneOutcome {
-        best: best.valid(),
+        best,
         best_epoch,
         history: state.history,
         class_weights: weights,
@@ -683,16 +730,18 @@ where
     })
 }
 
-/// Logits of `rows` with the cache of `kind` built from `model` — the same function the loop
-/// uses; public so tests can compare a cached forward with the whole encoder.
+/// Logits of `rows` with the cache of `kind` built from `model` (`frozen`: the part of the
+/// backbone that is frozen, recomputed when `kind` is [`CacheKind::None`]) — the functions the
+/// loop uses; public so tests can compare a cached forward with recomputation.
 pub fn logits_with_cache<B: AttentionBackend>(
     model: &CellTypeClassifier<B>,
     kind: CacheKind,
+    frozen: CacheKind,
     job: &FinetuneJob<'_>,
     rows: &[usize],
     device: &B::Device,
 ) -> Result<Vec<f32>> {
     let pooling = job.config.pooling()?;
-    let cache = build_cache(model, kind, kind, job, pooling, device, &mut |_| {})?;
+    let cache = build_cache(model, kind, frozen, job, pooling, device, &mut |_| {})?;
     host(logits(model, rows, job, &cache, pooling, device)?)
 }

@@ -305,7 +305,7 @@ fn config(trainable: &str, epochs: usize) -> FinetuneConfig {
         pooling: "max".into(),
         head_hidden: 16,
         dropout: 0.1,
-        batch_norm: false,
+        batch_norm: true,
         class_weights: ClassWeights::default(),
         epochs,
         batch_size: 8,
@@ -324,12 +324,13 @@ fn model(trainable: &str) -> CellTypeClassifier<Ad> {
     let head = CellTypeHeadConfig::new(16, 3)
         .with_hidden(16)
         .with_dropout(0.1)
+        .with_batch_norm(true)
         .init::<Ad>(&dev);
     CellTypeClassifier { bert, head }
 }
 
 #[test]
-fn cached_prefix_gives_the_logits_of_the_whole_encoder_bit_for_bit() {
+fn cached_prefix_gives_the_logits_of_recomputation_bit_for_bit() {
     let (data, present, codes) = cells();
     let cls = names(3);
     let split = stratified_split(&codes, &cls, 0.2, 0.2, 0).unwrap();
@@ -356,14 +357,21 @@ fn cached_prefix_gives_the_logits_of_the_whole_encoder_bit_for_bit() {
         .chain(split.train.iter().take(5))
         .copied()
         .collect();
-    let full = logits_with_cache(&m, CacheKind::None, &job, &rows, &dev).unwrap();
     for kind in [
         CacheKind::Hidden { start: 2 },
         CacheKind::Hidden { start: 0 },
         CacheKind::Pooled,
     ] {
-        let cached = logits_with_cache(&m, kind, &job, &rows, &dev).unwrap();
-        assert_eq!(cached, full, "{kind:?}");
+        let recomputed = logits_with_cache(&m, CacheKind::None, kind, &job, &rows, &dev).unwrap();
+        let cached = logits_with_cache(&m, kind, kind, &job, &rows, &dev).unwrap();
+        assert_eq!(cached, recomputed, "{kind:?}");
+    }
+    // and the whole encoder run on the batch agrees to rounding
+    let full = logits_with_cache(&m, CacheKind::None, CacheKind::None, &job, &rows, &dev).unwrap();
+    let h2 = CacheKind::Hidden { start: 2 };
+    let cached = logits_with_cache(&m, h2, h2, &job, &rows, &dev).unwrap();
+    for (a, b) in full.iter().zip(&cached) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
     }
 }
 
@@ -442,6 +450,22 @@ fn the_loop_learns_resumes_exactly_and_the_cache_changes_nothing() {
         );
     }
     assert_eq!(again.best_epoch, whole.best_epoch);
+    // the selected models are the same, batch-norm running statistics included
+    let probe = |m: &CellTypeClassifier<Cpu>| {
+        let job = FinetuneJob {
+            out: c.path(),
+            data: &data,
+            present: &present,
+            codes: &codes,
+            classes: &cls,
+            split: &split,
+            config: &config("last:1", 4),
+            resume: false,
+            cache_limit: u64::MAX,
+        };
+        logits_with_cache(m, CacheKind::None, CacheKind::None, &job, &split.test, &dev).unwrap()
+    };
+    assert_eq!(probe(&again.best), probe(&whole.best));
     // frozen: a linear probe on cached pooled embeddings
     let d = tempfile::tempdir().unwrap();
     let frozen = run(&config("frozen", 3), d.path(), false);

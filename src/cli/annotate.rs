@@ -74,9 +74,11 @@ pub(crate) struct FinetuneArgs {
     /// Dropout after the head's ReLU.
     #[arg(long, default_value_t = 0.0)]
     pub dropout: f64,
-    /// A non-affine batch norm before the head's first layer (scFoundation's head).
+    /// Leave out the head's non-affine batch norm (scFoundation's head; on by default: it
+    /// removes the component all cells' pooled embeddings share, which otherwise dominates
+    /// them and stalls the head — see docs/BENCHMARKS.md).
     #[arg(long)]
-    pub batch_norm: bool,
+    pub no_batch_norm: bool,
     /// Class weights of the loss: capped:CAP (min(N_max/N_i, CAP)), balanced, none.
     #[arg(long, default_value = "capped:50")]
     pub class_weights: ClassWeights,
@@ -173,16 +175,6 @@ fn vocabulary(model: &Path, genes: &Option<PathBuf>) -> Result<(GeneVocab, PathB
     Ok((GeneVocab::from_tsv(&p)?, p))
 }
 
-/// The input flags' options; for a gene panel (a model trained on fewer than 10,000 genes),
-/// the alignment rule of pretraining: at least half of the panel measured.
-fn align_for(input: &InputArgs, vocab: &GeneVocab) -> Result<aido_tokenize::TokenizeOptions> {
-    let mut o = input.options()?;
-    if vocab.len() < 10_000 {
-        o.align = aido_train::data::align_options(vocab);
-    }
-    Ok(o)
-}
-
 fn obs_strings(c: &ObsColumn) -> Vec<String> {
     (0..c.len()).map(|i| c.display(i)).collect()
 }
@@ -198,7 +190,7 @@ where
         pooling: a.pooling.name().to_string(),
         head_hidden: a.head_hidden,
         dropout: a.dropout,
-        batch_norm: a.batch_norm,
+        batch_norm: !a.no_batch_norm,
         class_weights: a.class_weights,
         epochs: a.epochs,
         batch_size: a.batch_size,
@@ -275,7 +267,7 @@ where
     };
     let cell_names: Vec<String> = (0..n_cells).map(|i| source.obs().cell_name(i)).collect();
     // tokenize every cell once
-    let mut tok = Tokenizer::new(source.as_mut(), &vocab, align_for(&a.input, &vocab)?)?;
+    let mut tok = Tokenizer::new(source.as_mut(), &vocab, a.input.options_for(&vocab)?)?;
     if verbose {
         eprintln!("{}", tok.report());
     }
@@ -337,7 +329,7 @@ where
     let head = CellTypeHeadConfig::new(bert.hidden_size(), classes.len())
         .with_hidden(a.head_hidden)
         .with_dropout(a.dropout)
-        .with_batch_norm(a.batch_norm)
+        .with_batch_norm(!a.no_batch_norm)
         .init::<B>(&device);
     let model = CellTypeClassifier { bert, head };
     let job = FinetuneJob {
@@ -442,7 +434,7 @@ where
         pooling: a.pooling.name().to_string(),
         head_hidden: a.head_hidden,
         dropout: a.dropout,
-        batch_norm: a.batch_norm,
+        batch_norm: !a.no_batch_norm,
         training_genes,
         trained_on: json!({
             "input": file.display().to_string(),
@@ -630,7 +622,7 @@ fn predict_on<B: AttentionBackend + Backend>(
     let mut tok = Tokenizer::new(
         source.as_mut(),
         &clf.vocab,
-        align_for(&a.input, &clf.vocab)?,
+        a.input.options_for(&clf.vocab)?,
     )?;
     let present = tok.alignment().present().to_vec();
     clf.check_genes(&present, file)?;

@@ -177,7 +177,7 @@ fn embed_with_model<B: AttentionBackend>(
         && aido_tokenize::InputFormat::detect(&a.input.input)? == aido_tokenize::InputFormat::H5ad;
     let mut source = open_source(&a.input.input, &a.input.read_options())?;
     let n_cells = source.n_cells();
-    let mut tok = Tokenizer::new(source.as_mut(), vocab, a.input.options()?)?;
+    let mut tok = Tokenizer::new(source.as_mut(), vocab, a.input.options_for(vocab)?)?;
     if verbose {
         eprintln!("{}", tok.report());
     }

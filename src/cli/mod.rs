@@ -119,6 +119,17 @@ impl InputArgs {
         })
     }
 
+    /// [`options`](Self::options) for a model's gene list: for a panel (fewer than 10,000
+    /// genes) the overlap is judged against the genes the model uses, as in pretraining — at
+    /// least half of the panel measured — not against the data's (often ~20k) genes.
+    fn options_for(&self, vocab: &GeneVocab) -> Result<TokenizeOptions> {
+        let mut o = self.options()?;
+        if vocab.len() < 10_000 {
+            o.align = aido_train::data::align_options(vocab);
+        }
+        Ok(o)
+    }
+
     fn read_options(&self) -> ReadOptions {
         ReadOptions {
             gene_column: self.gene_column.clone(),
