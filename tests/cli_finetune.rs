@@ -259,6 +259,10 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
         &ft(&["--label-column", "celltype", "--trainable", "half"], &z),
         &["trainable part 'half'"],
     );
+    fails_with(
+        &ft(&["--label-column", "celltype", "--resume"], &z),
+        &["holds no run to resume"],
+    );
     assert!(!out.exists(), "nothing written for bad input");
     // a classifier applied to data whose genes do not align
     let good = dir.path().join("good");

@@ -208,6 +208,12 @@ where
     if a.out.exists() && !a.out.is_dir() {
         bail!("--out {}: exists and is not a folder", a.out.display());
     }
+    if a.resume && !out_has_files {
+        bail!(
+            "--resume: {} holds no run to resume (start without --resume)",
+            a.out.display()
+        );
+    }
     if out_has_files && !a.resume {
         bail!(
             "--out {}: the folder exists and is not empty; pass --resume to continue its run, or choose a new folder",
