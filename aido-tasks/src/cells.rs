@@ -2,7 +2,7 @@
 //! `[G + 2]` of every cell stored sparsely (a gene with zero count has value 0), densified per
 //! batch.
 
-use aido_tokenize::Tokenizer;
+use aido_tokenize::{TokenBatch, Tokenizer};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
@@ -42,14 +42,25 @@ impl TokenizedCells {
         self.cells.push(cell);
     }
 
+    /// Appends every row of a tokenizer batch.
+    pub fn push_batch(&mut self, b: &TokenBatch) {
+        for (r, &cell) in b.values.rows().into_iter().zip(&b.cells) {
+            for (p, &v) in r.iter().enumerate() {
+                if v != 0.0 {
+                    self.positions.push(p as u32);
+                    self.values.push(v);
+                }
+            }
+            self.indptr.push(self.positions.len());
+            self.cells.push(cell);
+        }
+    }
+
     /// Tokenizes everything `tok` reads, `batch` cells at a time.
     pub fn read_all(tok: &mut Tokenizer<'_>, batch: usize) -> Result<Self> {
         let mut out = TokenizedCells::new(tok.alignment().present().len());
         while let Some(b) = tok.next_batch(batch.max(1))? {
-            for (r, &cell) in b.values.rows().into_iter().zip(&b.cells) {
-                let row: Vec<f32> = r.iter().copied().collect();
-                out.push(&row, cell);
-            }
+            out.push_batch(&b);
         }
         Ok(out)
     }

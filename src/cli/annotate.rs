@@ -285,10 +285,7 @@ where
     };
     let mut data = TokenizedCells::new(present.len());
     while let Some(b) = tok.next_batch(256)? {
-        for (r, &cell) in b.values.rows().into_iter().zip(&b.cells) {
-            let row: Vec<f32> = r.iter().copied().collect();
-            data.push(&row, cell);
-        }
+        data.push_batch(&b);
         pb.set_position(tok.stats().cells_read as u64);
     }
     pb.finish_and_clear();
