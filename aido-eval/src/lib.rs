@@ -12,6 +12,8 @@
 //!   single-threaded layout), [`leiden`] (RB modularity as leidenalg, the resolution search);
 //! - [`pipeline`]: the whole zero-shot clustering protocol on an embedding or on raw counts,
 //!   with its report;
+//! - [`de`]: scanpy's t-test DE ranking against a reference and the perturbation metrics on
+//!   the top DE genes (GEARS's MSE, Pearson of deltas);
 //! - [`plot`]: PNG scatter (UMAP) and heatmap (confusion) with an embedded font.
 //!
 //! Everything is reproducible from a seed and independent of the thread count: threads only
@@ -25,6 +27,7 @@
 //! # Ok::<(), aido_eval::EvalError>(())
 //! ```
 
+pub mod de;
 pub mod error;
 pub mod knn;
 pub mod labels;

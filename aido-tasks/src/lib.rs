@@ -12,6 +12,8 @@
 //!   the frozen-prefix cache;
 //! - [`classifier`]: the folder `aido predict` loads, and prediction;
 //! - [`baselines`]: PCA of log-normalized expression → logistic regression / 10-NN vote;
+//! - [`perturb`]: perturbation conditions and GEARS's splits of them (`simulation`,
+//!   `combo_seen0/1/2`), draw for draw with numpy's legacy RNG;
 //! - [`cells`]: tokenized cells held sparsely in memory for the epochs.
 //!
 //! Metrics come from `aido-eval` (accuracy, macro-F1, per-class F1, confusion), so every
@@ -23,6 +25,7 @@ pub mod classifier;
 pub mod error;
 pub mod finetune;
 pub mod head;
+pub mod perturb;
 pub mod split;
 pub mod weights;
 

@@ -1,0 +1,669 @@
+//! Perturbation conditions and GEARS's splits of them, reproduced draw for draw.
+//!
+//! A condition names one or two perturbed genes the way GEARS and the Norman 2019 h5ad do:
+//! `A+ctrl` (or `ctrl+A`) is a single, `A+B` a double, the control value alone is the control.
+//!
+//! The splits are GEARS's (`gears/data_utils.py`, `DataSplitter`, cell-gears 0.1.2), made with the
+//! same draws from numpy's legacy `RandomState` (MT19937, [`NumpyRandomState`]), so that a seed
+//! gives the very conditions GEARS's seed gives on the same data:
+//!
+//! - [`simulation_split`]: a `train_gene_fraction` of the perturbed genes is "seen"; test =
+//!   singles of unseen genes, doubles with one unseen gene, doubles of two unseen genes, and a
+//!   (1 − `combo_seen2_train_fraction`) share of the doubles of two seen genes; validation is the
+//!   same rule applied to the training part with fractions 0.9 / 0.9;
+//! - [`combo_split`] (`combo_seen0/1/2`): test genes drawn *with replacement* (as GEARS's
+//!   `np.random.choice` default), test = their singles and doubles; for `seen 0` the doubles
+//!   pairing a test gene with a non-test gene are held out of every part (GEARS's hold-out; they
+//!   get no split), for `seen 2` a tenth of the doubles, drawn with replacement.
+//!
+//! Every condition also gets its [`PertGroup`]: for test and validation conditions of the
+//! simulation split GEARS's own subgroup, otherwise how many of its genes occur in training
+//! conditions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Result, TaskError};
+
+/// numpy's legacy `RandomState` for the draws GEARS makes: MT19937 seeded as
+/// `np.random.seed(int)`, `permutation`, `choice(replace=False)` and `randint` / `choice` with
+/// replacement (masked rejection sampling, as numpy's `random_interval` and bounded ints).
+pub struct NumpyRandomState {
+    mt: [u32; 624],
+    index: usize,
+}
+
+impl NumpyRandomState {
+    /// `np.random.seed(seed)` (MT19937 `init_genrand`).
+    pub fn new(seed: u32) -> Self {
+        let mut mt = [0u32; 624];
+        mt[0] = seed;
+        for i in 1..624 {
+            mt[i] = 1_812_433_253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
+        }
+        Self { mt, index: 624 }
+    }
+
+    /// The next 32-bit output of MT19937.
+    pub fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            for i in 0..624 {
+                let y = (self.mt[i] & 0x8000_0000) | (self.mt[(i + 1) % 624] & 0x7fff_ffff);
+                let mut v = self.mt[(i + 397) % 624] ^ (y >> 1);
+                if y & 1 == 1 {
+                    v ^= 0x9908_b0df;
+                }
+                self.mt[i] = v;
+            }
+            self.index = 0;
+        }
+        let mut y = self.mt[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// A uniform integer in `0..=max` by masked rejection (numpy's `random_interval`).
+    pub fn interval(&mut self, max: u32) -> u32 {
+        if max == 0 {
+            return 0;
+        }
+        let mut mask = max;
+        for s in [1, 2, 4, 8, 16] {
+            mask |= mask >> s;
+        }
+        loop {
+            let v = self.next_u32() & mask;
+            if v <= max {
+                return v;
+            }
+        }
+    }
+
+    /// `np.random.permutation(n)`: Fisher–Yates from the top, as numpy's shuffle.
+    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.interval(i as u32) as usize;
+            v.swap(i, j);
+        }
+        v
+    }
+
+    /// `np.random.randint(0, n, k)` (n ≥ 1).
+    pub fn randint(&mut self, n: usize, k: usize) -> Vec<usize> {
+        (0..k)
+            .map(|_| self.interval((n - 1) as u32) as usize)
+            .collect()
+    }
+
+    /// `np.random.choice(n, k, replace=False)`: the first `k` of a permutation.
+    pub fn choice_without_replacement(&mut self, n: usize, k: usize) -> Vec<usize> {
+        let mut p = self.permutation(n);
+        p.truncate(k);
+        p
+    }
+
+    /// `np.random.choice(n, k)` (with replacement; draws nothing when `k` is 0).
+    pub fn choice_with_replacement(&mut self, n: usize, k: usize) -> Vec<usize> {
+        if k == 0 {
+            Vec::new()
+        } else {
+            self.randint(n, k)
+        }
+    }
+}
+
+/// A perturbation condition: its name as in the data and its perturbed genes (none for control).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The name as in the condition column (`A+B`, `A+ctrl`, `ctrl`).
+    pub name: String,
+    /// The perturbed genes (0, 1 or 2).
+    pub genes: Vec<String>,
+}
+
+impl Condition {
+    /// Parses a condition name; `control` is the control value (GEARS: `ctrl`).
+    pub fn parse(name: &str, control: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            TaskError::Labels(format!(
+                "condition {name:?}: {why} (expected {control:?}, GENE+{control} or GENE+GENE)"
+            ))
+        };
+        if name == control {
+            return Ok(Self {
+                name: name.into(),
+                genes: vec![],
+            });
+        }
+        let parts: Vec<&str> = name.split('+').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.trim().is_empty()) {
+            return Err(bad("not two '+'-separated parts"));
+        }
+        let genes: Vec<String> = parts
+            .iter()
+            .filter(|p| **p != control)
+            .map(|p| p.to_string())
+            .collect();
+        match genes.len() {
+            0 => Err(bad("both parts are the control")),
+            2 if genes[0] == genes[1] => Err(bad("the same gene twice")),
+            _ => Ok(Self {
+                name: name.into(),
+                genes,
+            }),
+        }
+    }
+
+    /// True for the control condition.
+    pub fn is_control(&self) -> bool {
+        self.genes.is_empty()
+    }
+    /// True for a single-gene perturbation.
+    pub fn is_single(&self) -> bool {
+        self.genes.len() == 1
+    }
+    /// True for a two-gene perturbation.
+    pub fn is_double(&self) -> bool {
+        self.genes.len() == 2
+    }
+}
+
+/// Which part of a split a condition belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SplitPart {
+    /// Training conditions (and the control).
+    Train,
+    /// Validation conditions (model selection).
+    Val,
+    /// Test conditions (reported).
+    Test,
+}
+
+impl SplitPart {
+    /// `train`, `val` or `test`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Val => "val",
+            Self::Test => "test",
+        }
+    }
+}
+
+/// GEARS's evaluation groups (the paper's 1/1, 0/2, 1/2, 2/2 unseen are `unseen_single`,
+/// `combo_seen2`, `combo_seen1`, `combo_seen0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PertGroup {
+    /// A single whose gene is seen in training (and the control).
+    SeenSingle,
+    /// A single of a gene never perturbed in training.
+    UnseenSingle,
+    /// A double of two unseen genes.
+    ComboSeen0,
+    /// A double with one seen gene.
+    ComboSeen1,
+    /// A double of two seen genes.
+    ComboSeen2,
+}
+
+impl PertGroup {
+    /// The group's name as in the reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SeenSingle => "seen_single",
+            Self::UnseenSingle => "unseen_single",
+            Self::ComboSeen0 => "combo_seen0",
+            Self::ComboSeen1 => "combo_seen1",
+            Self::ComboSeen2 => "combo_seen2",
+        }
+    }
+    /// Parses a group name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::SeenSingle,
+            Self::UnseenSingle,
+            Self::ComboSeen0,
+            Self::ComboSeen1,
+            Self::ComboSeen2,
+        ]
+        .into_iter()
+        .find(|g| g.as_str() == s)
+    }
+}
+
+/// A split of conditions: the part of every condition (`None`: held out by GEARS's `combo_seen0`
+/// rule, in no part) and its group.
+#[derive(Debug, Clone, Default)]
+pub struct PerturbSplit {
+    /// Condition name → part.
+    pub part: BTreeMap<String, Option<SplitPart>>,
+    /// Condition name → group.
+    pub group: BTreeMap<String, PertGroup>,
+}
+
+impl PerturbSplit {
+    /// Conditions of one part, in name order.
+    pub fn conditions(&self, part: SplitPart) -> Vec<&str> {
+        self.part
+            .iter()
+            .filter(|(_, p)| **p == Some(part))
+            .map(|(c, _)| c.as_str())
+            .collect()
+    }
+}
+
+/// Sorted unique perturbed genes of some conditions (`np.unique` order).
+fn genes_of(conds: &[&Condition]) -> Vec<String> {
+    let set: BTreeSet<&String> = conds.iter().flat_map(|c| c.genes.iter()).collect();
+    set.into_iter().cloned().collect()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Single,
+    Double,
+}
+
+/// Conditions of `kind` that perturb any of `genes`, in list order (GEARS's `get_perts_from_genes`).
+fn with_genes<'a>(
+    genes: &BTreeSet<String>,
+    list: &[&'a Condition],
+    kind: Kind,
+) -> Vec<&'a Condition> {
+    list.iter()
+        .copied()
+        .filter(|c| match kind {
+            Kind::Single => c.is_single(),
+            Kind::Double => c.is_double(),
+        })
+        .filter(|c| c.genes.iter().any(|g| genes.contains(g)))
+        .collect()
+}
+
+fn count_in(c: &Condition, genes: &BTreeSet<String>) -> usize {
+    c.genes.iter().filter(|g| genes.contains(*g)).count()
+}
+
+/// `int(n · fraction)` as Python truncates it.
+fn take(n: usize, fraction: f64) -> usize {
+    (n as f64 * fraction) as usize
+}
+
+struct Simulated<'a> {
+    train: Vec<&'a Condition>,
+    held: Vec<(&'a Condition, PertGroup)>,
+}
+
+fn simulation_step<'a>(
+    list: &[&'a Condition],
+    gene_fraction: f64,
+    combo_fraction: f64,
+    seed: u32,
+) -> Simulated<'a> {
+    let genes = genes_of(list);
+    let mut rng = NumpyRandomState::new(seed);
+    let seen: BTreeSet<String> = rng
+        .choice_without_replacement(genes.len(), take(genes.len(), gene_fraction))
+        .into_iter()
+        .map(|i| genes[i].clone())
+        .collect();
+    let unseen: BTreeSet<String> = genes
+        .iter()
+        .filter(|g| !seen.contains(*g))
+        .cloned()
+        .collect();
+    let mut train = with_genes(&seen, list, Kind::Single);
+    let combos = with_genes(&seen, list, Kind::Double);
+    let mut held: Vec<(&Condition, PertGroup)> = Vec::new();
+    let mut both: Vec<&Condition> = Vec::new();
+    for c in combos {
+        if count_in(c, &seen) == 1 {
+            held.push((c, PertGroup::ComboSeen1));
+        } else {
+            both.push(c);
+        }
+    }
+    // np.setdiff1d: sorted, unique names.
+    both.sort_by(|a, b| a.name.cmp(&b.name));
+    both.dedup_by(|a, b| a.name == b.name);
+    let mut rng = NumpyRandomState::new(seed);
+    let picked: BTreeSet<usize> = rng
+        .choice_without_replacement(both.len(), take(both.len(), combo_fraction))
+        .into_iter()
+        .collect();
+    for (i, c) in both.iter().enumerate() {
+        if picked.contains(&i) {
+            train.push(c);
+        } else {
+            held.push((c, PertGroup::ComboSeen2));
+        }
+    }
+    for c in with_genes(&unseen, list, Kind::Single) {
+        held.push((c, PertGroup::UnseenSingle));
+    }
+    for c in with_genes(&unseen, list, Kind::Double) {
+        if count_in(c, &seen) == 0 {
+            held.push((c, PertGroup::ComboSeen0));
+        }
+    }
+    Simulated { train, held }
+}
+
+fn check_unique(conds: &[Condition]) -> Result<()> {
+    let mut seen = BTreeSet::new();
+    for c in conds {
+        if !seen.insert(&c.name) {
+            return Err(TaskError::Split(format!(
+                "condition {:?} listed twice",
+                c.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Groups of conditions that GEARS does not label: by how many genes occur in training.
+fn fill_groups(conds: &[Condition], split: &mut PerturbSplit) {
+    let trained: BTreeSet<String> = conds
+        .iter()
+        .filter(|c| split.part.get(&c.name) == Some(&Some(SplitPart::Train)))
+        .flat_map(|c| c.genes.iter().cloned())
+        .collect();
+    for c in conds {
+        if split.group.contains_key(&c.name) {
+            continue;
+        }
+        let k = count_in(c, &trained);
+        let g = match (c.genes.len(), k) {
+            (0, _) | (1, 1) => PertGroup::SeenSingle,
+            (1, _) => PertGroup::UnseenSingle,
+            (_, 0) => PertGroup::ComboSeen0,
+            (_, 1) => PertGroup::ComboSeen1,
+            _ => PertGroup::ComboSeen2,
+        };
+        split.group.insert(c.name.clone(), g);
+    }
+}
+
+/// GEARS's `simulation` split of `conds` (in the order of first appearance in the data, the
+/// control among them or not). The control is always training.
+pub fn simulation_split(
+    conds: &[Condition],
+    seed: u32,
+    train_gene_fraction: f64,
+    combo_seen2_train_fraction: f64,
+) -> Result<PerturbSplit> {
+    check_unique(conds)?;
+    if !(0.0..=1.0).contains(&train_gene_fraction)
+        || !(0.0..=1.0).contains(&combo_seen2_train_fraction)
+    {
+        return Err(TaskError::Config(
+            "split fractions must lie in [0, 1]".into(),
+        ));
+    }
+    let perts: Vec<&Condition> = conds.iter().filter(|c| !c.is_control()).collect();
+    let first = simulation_step(
+        &perts,
+        train_gene_fraction,
+        combo_seen2_train_fraction,
+        seed,
+    );
+    let second = simulation_step(&first.train, 0.9, 0.9, seed);
+    let mut split = PerturbSplit::default();
+    for c in conds.iter().filter(|c| c.is_control()) {
+        split.part.insert(c.name.clone(), Some(SplitPart::Train));
+    }
+    for c in &second.train {
+        split.part.insert(c.name.clone(), Some(SplitPart::Train));
+    }
+    for (held, part) in [
+        (&second.held, SplitPart::Val),
+        (&first.held, SplitPart::Test),
+    ] {
+        for (c, g) in held.iter() {
+            split.part.insert(c.name.clone(), Some(part));
+            split.group.insert(c.name.clone(), *g);
+        }
+    }
+    fill_groups(conds, &mut split);
+    Ok(split)
+}
+
+/// One `get_split_list` call of GEARS's `combo` split: (kept, test, held out).
+fn combo_step<'a>(
+    list: &[&'a Condition],
+    seen: u8,
+    test_fraction: f64,
+    rng: &mut NumpyRandomState,
+) -> (Vec<&'a Condition>, BTreeSet<String>, BTreeSet<String>) {
+    let n_single = list.iter().filter(|c| c.is_single()).count();
+    let genes = genes_of(list);
+    let picks = if genes.is_empty() {
+        Vec::new()
+    } else {
+        rng.choice_with_replacement(genes.len(), take(n_single, test_fraction))
+    };
+    let test_genes: BTreeSet<String> = picks.into_iter().map(|i| genes[i].clone()).collect();
+    let mut held = BTreeSet::new();
+    let test: BTreeSet<String> = if seen == 2 {
+        let combos: Vec<&Condition> = list.iter().copied().filter(|c| c.is_double()).collect();
+        let k = take(combos.len(), test_fraction);
+        if combos.is_empty() {
+            BTreeSet::new()
+        } else {
+            rng.choice_with_replacement(combos.len(), k)
+                .into_iter()
+                .map(|i| combos[i].name.clone())
+                .collect()
+        }
+    } else {
+        let mut t: BTreeSet<String> = with_genes(&test_genes, list, Kind::Single)
+            .into_iter()
+            .map(|c| c.name.clone())
+            .collect();
+        for c in with_genes(&test_genes, list, Kind::Double) {
+            let outside = c.genes.len() - count_in(c, &test_genes);
+            if outside > seen as usize {
+                held.insert(c.name.clone());
+            } else {
+                t.insert(c.name.clone());
+            }
+        }
+        t
+    };
+    let kept = list
+        .iter()
+        .copied()
+        .filter(|c| !test.contains(&c.name) && !held.contains(&c.name))
+        .collect();
+    (kept, test, held)
+}
+
+/// GEARS's `combo_seen0`, `combo_seen1` or `combo_seen2` split (`seen` ∈ {0, 1, 2}), test and
+/// validation fractions 0.1 as GEARS's defaults.
+pub fn combo_split(conds: &[Condition], seen: u8, seed: u32) -> Result<PerturbSplit> {
+    check_unique(conds)?;
+    if seen > 2 {
+        return Err(TaskError::Config(format!(
+            "combo_seen{seen}: seen must be 0, 1 or 2"
+        )));
+    }
+    let perts: Vec<&Condition> = conds.iter().filter(|c| !c.is_control()).collect();
+    let mut rng = NumpyRandomState::new(seed);
+    let (train, test, held_a) = combo_step(&perts, seen, 0.1, &mut rng);
+    let (train, val, held_b) = combo_step(&train, seen, 0.1, &mut rng);
+    let mut split = PerturbSplit::default();
+    for c in conds {
+        let part = if c.is_control() || train.iter().any(|t| t.name == c.name) {
+            Some(SplitPart::Train)
+        } else if val.contains(&c.name) {
+            Some(SplitPart::Val)
+        } else if test.contains(&c.name) {
+            Some(SplitPart::Test)
+        } else {
+            debug_assert!(held_a.contains(&c.name) || held_b.contains(&c.name));
+            None
+        };
+        split.part.insert(c.name.clone(), part);
+    }
+    fill_groups(conds, &mut split);
+    Ok(split)
+}
+
+/// A weighted, directed gene–gene edge `source → target` (indices into the gene list).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeneEdge {
+    /// The neighbour whose embedding flows in.
+    pub source: usize,
+    /// The gene that receives it.
+    pub target: usize,
+    /// The edge weight (|r| for co-expression, Jaccard for GO).
+    pub weight: f64,
+}
+
+/// The cells GEARS computes its co-expression graph over: those of training conditions whose
+/// name contains the control (the control itself and the training singles — GEARS's code,
+/// `'ctrl' in condition`; pass `control_only` for the control cells alone).
+pub fn coexpression_cells(
+    cell_conditions: &[&Condition],
+    split: &PerturbSplit,
+    control_only: bool,
+) -> Vec<usize> {
+    cell_conditions
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            let train = split.part.get(&c.name) == Some(&Some(SplitPart::Train));
+            c.is_control() || (!control_only && train && c.is_single())
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// GEARS's co-expression graph: Pearson correlation between genes over the rows of `x`
+/// (row-major `[cells, genes]` log-normalized values), |r| (0 for a gene without variance,
+/// clipped to 1); for every target gene its `k + 1` largest |r| (itself included), kept when
+/// above `threshold`. Edges come grouped by target, each group by ascending weight.
+pub fn coexpression_graph(
+    x: &[f64],
+    genes: usize,
+    threshold: f64,
+    k: usize,
+) -> Result<Vec<GeneEdge>> {
+    use rayon::prelude::*;
+    if genes == 0 || x.is_empty() || !x.len().is_multiple_of(genes) {
+        return Err(TaskError::Config(format!(
+            "co-expression: {} values are not whole rows of {genes} genes",
+            x.len()
+        )));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(TaskError::Config(format!(
+            "co-expression: non-finite value in cell {}, gene {}",
+            i / genes,
+            i % genes
+        )));
+    }
+    let n = x.len() / genes;
+    // Centered columns, gene-major, and their sums of squares.
+    let mut cols = vec![0.0f64; x.len()];
+    let mut ss = vec![0.0f64; genes];
+    for g in 0..genes {
+        let mean = (0..n).map(|c| x[c * genes + g]).sum::<f64>() / n as f64;
+        for c in 0..n {
+            let v = x[c * genes + g] - mean;
+            cols[g * n + c] = v;
+            ss[g] += v * v;
+        }
+    }
+    let edges: Vec<Vec<GeneEdge>> = (0..genes)
+        .into_par_iter()
+        .map(|t| {
+            let ct = &cols[t * n..(t + 1) * n];
+            let mut r: Vec<(f64, usize)> = (0..genes)
+                .map(|s| {
+                    let cs = &cols[s * n..(s + 1) * n];
+                    let dot: f64 = ct.iter().zip(cs).map(|(a, b)| a * b).sum();
+                    let v = (dot / (ss[t] * ss[s]).sqrt()).clamp(-1.0, 1.0).abs();
+                    (if v.is_finite() { v } else { 0.0 }, s)
+                })
+                .collect();
+            r.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            r[genes.saturating_sub(k + 1)..]
+                .iter()
+                .filter(|(w, _)| *w > threshold)
+                .map(|&(weight, source)| GeneEdge {
+                    source,
+                    target: t,
+                    weight,
+                })
+                .collect()
+        })
+        .collect();
+    Ok(edges.into_iter().flatten().collect())
+}
+
+/// Reads a gene graph file — TSV (optionally gzip-compressed, by a `.gz` name) with a header
+/// `gene_a<TAB>gene_b<TAB>weight`, one edge `gene_a → gene_b` per line, weight finite and > 0 —
+/// keeping the edges whose genes are both in `genes` (the rest is counted in the second value).
+/// The shipped GO graph (`aido-tasks/data/go_jaccard_top20.tsv.gz`) is in this format.
+pub fn read_gene_graph(path: &std::path::Path, genes: &[String]) -> Result<(Vec<GeneEdge>, usize)> {
+    use std::io::{BufRead, BufReader, Read};
+    let file = std::fs::File::open(path).map_err(crate::error::io(path))?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let index: BTreeMap<&str, usize> = genes
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.as_str(), i))
+        .collect();
+    let bad = |line: usize, why: String| {
+        TaskError::Config(format!("{}: line {line}: {why}", path.display()))
+    };
+    let mut edges = Vec::new();
+    let mut dropped = 0;
+    for (i, line) in BufReader::new(reader).lines().enumerate() {
+        let line = line.map_err(crate::error::io(path))?;
+        let no = i + 1;
+        if i == 0 {
+            let h: Vec<&str> = line.trim_end().split('\t').collect();
+            if h != ["gene_a", "gene_b", "weight"] {
+                return Err(bad(
+                    no,
+                    format!("header must be gene_a<TAB>gene_b<TAB>weight, found {line:?}"),
+                ));
+            }
+            continue;
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.trim_end().split('\t').collect();
+        if f.len() != 3 {
+            return Err(bad(no, format!("{} fields, expected 3", f.len())));
+        }
+        let w: f64 = f[2]
+            .parse()
+            .map_err(|_| bad(no, format!("weight {:?} is not a number", f[2])))?;
+        if !w.is_finite() || w <= 0.0 {
+            return Err(bad(no, format!("weight {w} must be finite and > 0")));
+        }
+        match (index.get(f[0]), index.get(f[1])) {
+            (Some(&source), Some(&target)) => edges.push(GeneEdge {
+                source,
+                target,
+                weight: w,
+            }),
+            _ => dropped += 1,
+        }
+    }
+    Ok((edges, dropped))
+}
