@@ -667,3 +667,157 @@ pub fn read_gene_graph(path: &std::path::Path, genes: &[String]) -> Result<(Vec<
     }
     Ok((edges, dropped))
 }
+
+/// The number of top DE genes the metrics are read on (GEARS and the paper: 20).
+pub const TOP_DE: usize = 20;
+
+/// The top `n` DE genes of a condition against the control: scanpy's t-test score (Welch, on
+/// log-normalized values) ranked by |t| (`aido_eval::de`). Rows are row-major `[cells, genes]`.
+pub fn top_de_genes(
+    condition: &[f64],
+    control: &[f64],
+    genes: usize,
+    n: usize,
+) -> Result<Vec<usize>> {
+    let t = aido_eval::de::welch_t(condition, control, genes)?;
+    let mut order = aido_eval::de::rank_by_abs(&t);
+    order.truncate(n);
+    Ok(order)
+}
+
+/// What is known of one condition for scoring: its name, part, group, the mean log-normalized
+/// expression of its cells (`[genes]`) and its top DE genes against the control.
+#[derive(Debug, Clone)]
+pub struct ConditionTruth {
+    /// The condition.
+    pub condition: Condition,
+    /// Its part of the split.
+    pub part: Option<SplitPart>,
+    /// Its group.
+    pub group: PertGroup,
+    /// Mean log-normalized expression of its cells, `[genes]`.
+    pub mean: Vec<f64>,
+    /// Its top DE genes (indices), by |t| against the control.
+    pub top_de: Vec<usize>,
+}
+
+/// The baselines every perturbation report shows beside the model, from the control mean and the
+/// training conditions only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Baseline {
+    /// The control mean: the perturbation changes nothing.
+    NoChange,
+    /// The control mean plus the mean change of the training perturbations.
+    MeanDelta,
+    /// For a double whose two singles are in training: control + both singles' changes.
+    Additive,
+}
+
+impl Baseline {
+    /// The name in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoChange => "no_change",
+            Self::MeanDelta => "mean_delta",
+            Self::Additive => "additive",
+        }
+    }
+}
+
+/// The baselines' predictions (mean log-normalized expression, `[genes]`) of `target`, or
+/// `None` where a baseline does not apply (additive for anything but a double of two training
+/// singles). `control` is the control mean, `truths` every condition (only training ones used).
+pub fn baseline_prediction(
+    baseline: Baseline,
+    target: &Condition,
+    control: &[f64],
+    truths: &[ConditionTruth],
+) -> Option<Vec<f64>> {
+    let train = || {
+        truths
+            .iter()
+            .filter(|t| t.part == Some(SplitPart::Train) && !t.condition.is_control())
+    };
+    match baseline {
+        Baseline::NoChange => Some(control.to_vec()),
+        Baseline::MeanDelta => {
+            let n = train().count();
+            let mut out = control.to_vec();
+            if n > 0 {
+                for t in train() {
+                    for ((o, m), c) in out.iter_mut().zip(&t.mean).zip(control) {
+                        *o += (m - c) / n as f64;
+                    }
+                }
+            }
+            Some(out)
+        }
+        Baseline::Additive => {
+            if !target.is_double() {
+                return None;
+            }
+            let single = |g: &String| {
+                train().find(|t| t.condition.is_single() && &t.condition.genes[0] == g)
+            };
+            let (a, b) = (single(&target.genes[0])?, single(&target.genes[1])?);
+            Some(
+                control
+                    .iter()
+                    .zip(&a.mean)
+                    .zip(&b.mean)
+                    .map(|((c, x), y)| c + (x - c) + (y - c))
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// The metrics of one predictor over one group: means over its conditions.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct GroupScore {
+    /// Mean over conditions of the MSE on each condition's top DE genes.
+    pub mse_top20_de: f64,
+    /// Mean over conditions of the Pearson correlation of predicted and true changes there.
+    pub pearson_delta: f64,
+    /// Conditions scored.
+    pub n_conditions: usize,
+}
+
+/// Scores predictions (`name → [genes]` means) of the conditions of `part` per group: MSE on the
+/// top DE genes and the Pearson of deltas from the control mean, averaged over the group's
+/// conditions. Conditions without a prediction are skipped (an additive baseline, say).
+pub fn score_groups(
+    truths: &[ConditionTruth],
+    part: SplitPart,
+    control: &[f64],
+    predicted: &BTreeMap<String, Vec<f64>>,
+) -> Result<BTreeMap<PertGroup, GroupScore>> {
+    let mut acc: BTreeMap<PertGroup, (f64, f64, usize)> = BTreeMap::new();
+    for t in truths
+        .iter()
+        .filter(|t| t.part == Some(part) && !t.condition.is_control())
+    {
+        let Some(p) = predicted.get(&t.condition.name) else {
+            continue;
+        };
+        let mse = aido_eval::de::mse_on(p, &t.mean, &t.top_de)?;
+        let r = aido_eval::de::pearson_delta_on(p, &t.mean, control, &t.top_de)?;
+        let e = acc.entry(t.group).or_insert((0.0, 0.0, 0));
+        e.0 += mse;
+        e.1 += r;
+        e.2 += 1;
+    }
+    Ok(acc
+        .into_iter()
+        .map(|(g, (m, r, n))| {
+            (
+                g,
+                GroupScore {
+                    mse_top20_de: m / n as f64,
+                    pearson_delta: r / n as f64,
+                    n_conditions: n,
+                },
+            )
+        })
+        .collect())
+}

@@ -298,3 +298,71 @@ fn shipped_go_graph_reads_and_bad_graph_files_are_refused_by_line() {
         assert!(e.contains(needle) && e.contains("g.tsv"), "{e}");
     }
 }
+
+#[test]
+fn baselines_follow_their_definitions_and_groups_average_conditions() {
+    use aido_tasks::perturb::{Baseline, ConditionTruth, baseline_prediction, score_groups};
+    use std::collections::BTreeMap;
+    let control = vec![1.0, 2.0, 3.0];
+    let truth = |name: &str, part, group, mean: Vec<f64>| ConditionTruth {
+        condition: Condition::parse(name, "ctrl").unwrap(),
+        part,
+        group,
+        mean,
+        top_de: vec![0, 1, 2],
+    };
+    let truths = vec![
+        truth(
+            "A+ctrl",
+            Some(SplitPart::Train),
+            PertGroup::SeenSingle,
+            vec![2.0, 2.0, 3.0],
+        ),
+        truth(
+            "B+ctrl",
+            Some(SplitPart::Train),
+            PertGroup::SeenSingle,
+            vec![1.0, 4.0, 3.0],
+        ),
+        truth(
+            "A+B",
+            Some(SplitPart::Test),
+            PertGroup::ComboSeen2,
+            vec![2.0, 4.0, 3.5],
+        ),
+        truth(
+            "C+ctrl",
+            Some(SplitPart::Test),
+            PertGroup::UnseenSingle,
+            vec![1.0, 2.0, 1.0],
+        ),
+    ];
+    let ab = &truths[2].condition;
+    // additive: c + (a − c) + (b − c) = (1+1+0, 2+0+2, 3+0+0)
+    assert_eq!(
+        baseline_prediction(Baseline::Additive, ab, &control, &truths),
+        Some(vec![2.0, 4.0, 3.0])
+    );
+    assert_eq!(
+        baseline_prediction(Baseline::Additive, &truths[3].condition, &control, &truths),
+        None
+    );
+    // mean delta: c + mean of the two training changes ((1,0,0) and (0,2,0)) / 2
+    assert_eq!(
+        baseline_prediction(Baseline::MeanDelta, ab, &control, &truths),
+        Some(vec![1.5, 3.0, 3.0])
+    );
+    let mut pred = BTreeMap::new();
+    pred.insert("A+B".to_string(), vec![2.0, 4.0, 3.0]);
+    pred.insert("C+ctrl".to_string(), vec![1.0, 2.0, 3.0]);
+    let s = score_groups(&truths, SplitPart::Test, &control, &pred).unwrap();
+    // A+B: squared errors (0, 0, 0.25) / 3; C+ctrl: (0, 0, 4) / 3, a constant predicted change → r = 0.
+    assert!((s[&PertGroup::ComboSeen2].mse_top20_de - 0.25 / 3.0).abs() < 1e-12);
+    assert!((s[&PertGroup::UnseenSingle].mse_top20_de - 4.0 / 3.0).abs() < 1e-12);
+    assert_eq!(s[&PertGroup::UnseenSingle].pearson_delta, 0.0);
+    assert_eq!(s[&PertGroup::ComboSeen2].n_conditions, 1);
+    assert!(
+        !s.contains_key(&PertGroup::SeenSingle),
+        "training conditions are not scored as test"
+    );
+}
