@@ -246,9 +246,12 @@ fn global_norm_clipping_follows_the_pytorch_rule() {
         assert!((f64::from(*b) * factor - f64::from(*a)).abs() <= 1e-6 + 1e-5 * f64::from(b.abs()));
     }
     // Below the threshold nothing changes.
+    // (Compared with the same gradients before the call: two backward passes need not agree
+    // bit for bit, their reductions are threaded.)
     let mut g2 = GradientsParams::from_grads(loss(&m).backward(), &m);
+    let unclipped = host_grads(&m, &g2);
     clip_global_norm::<B, _>(&m, &mut g2, total * 2.0);
-    assert_eq!(host_grads(&m, &g2), before);
+    assert_eq!(host_grads(&m, &g2), unclipped);
 }
 
 fn host_grads(m: &AidoCell<B>, g: &GradientsParams) -> Vec<Vec<f32>> {
