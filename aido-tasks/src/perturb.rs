@@ -497,9 +497,10 @@ pub fn combo_split(conds: &[Condition], seen: u8, seed: u32) -> Result<PerturbSp
     let mut rng = NumpyRandomState::new(seed);
     let (train, test, held_a) = combo_step(&perts, seen, 0.1, &mut rng);
     let (train, val, held_b) = combo_step(&train, seen, 0.1, &mut rng);
+    let train: BTreeSet<&str> = train.iter().map(|c| c.name.as_str()).collect();
     let mut split = PerturbSplit::default();
     for c in conds {
-        let part = if c.is_control() || train.iter().any(|t| t.name == c.name) {
+        let part = if c.is_control() || train.contains(c.name.as_str()) {
             Some(SplitPart::Train)
         } else if val.contains(&c.name) {
             Some(SplitPart::Val)
