@@ -14,6 +14,11 @@
 //! - [`baselines`]: PCA of log-normalized expression → logistic regression / 10-NN vote;
 //! - [`perturb`]: perturbation conditions and GEARS's splits of them (`simulation`,
 //!   `combo_seen0/1/2`), draw for draw with numpy's legacy RNG;
+//! - [`gears`]: the GEARS model in burn (learned or encoder gene embeddings, SGConv over the
+//!   co-expression and perturbation graphs, per-gene decoders);
+//! - [`perturb_fit`]: perturbation data, GEARS training, prediction, the model folder;
+//! - [`perturb_sim`]: a perturbation screen simulator with known effects;
+//! - [`insilico`]: in-silico knockout / over-expression of a cell through the encoder;
 //! - [`cells`]: tokenized cells held sparsely in memory for the epochs.
 //!
 //! Metrics come from `aido-eval` (accuracy, macro-F1, per-class F1, confusion), so every
@@ -24,8 +29,12 @@ pub mod cells;
 pub mod classifier;
 pub mod error;
 pub mod finetune;
+pub mod gears;
 pub mod head;
+pub mod insilico;
 pub mod perturb;
+pub mod perturb_fit;
+pub mod perturb_sim;
 pub mod split;
 pub mod weights;
 

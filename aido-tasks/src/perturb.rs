@@ -390,6 +390,29 @@ fn fill_groups(conds: &[Condition], split: &mut PerturbSplit) {
     }
 }
 
+/// A split the user gives: the part of every condition (an obs column of train / val / test,
+/// constant within a condition); groups by how many of a condition's genes occur in training
+/// conditions. The control must be in training.
+pub fn user_split(conds: &[Condition], parts: &BTreeMap<String, SplitPart>) -> Result<PerturbSplit> {
+    check_unique(conds)?;
+    let mut split = PerturbSplit::default();
+    for c in conds {
+        let p = *parts.get(&c.name).ok_or_else(|| {
+            TaskError::Split(format!("condition {:?} has no part in the split", c.name))
+        })?;
+        if c.is_control() && p != SplitPart::Train {
+            return Err(TaskError::Split(format!(
+                "the control condition {:?} is in {}: it must be in train (every prediction starts from control cells)",
+                c.name,
+                p.as_str()
+            )));
+        }
+        split.part.insert(c.name.clone(), Some(p));
+    }
+    fill_groups(conds, &mut split);
+    Ok(split)
+}
+
 /// GEARS's `simulation` split of `conds` (in the order of first appearance in the data, the
 /// control among them or not). The control is always training.
 pub fn simulation_split(
@@ -614,13 +637,35 @@ pub fn coexpression_graph(
 /// keeping the edges whose genes are both in `genes` (the rest is counted in the second value).
 /// The shipped GO graph (`aido-tasks/data/go_jaccard_top20.tsv.gz`) is in this format.
 pub fn read_gene_graph(path: &std::path::Path, genes: &[String]) -> Result<(Vec<GeneEdge>, usize)> {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let file = std::fs::File::open(path).map_err(crate::error::io(path))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
     };
+    parse_gene_graph(reader, path, genes)
+}
+
+/// The GO-Jaccard graph shipped with the crate (`data/go_jaccard_top20.tsv.gz`: GEARS's rule,
+/// top 20 partners per gene, derived from Bioconductor's org.Hs.eg.db; see `data/README.md`).
+pub const GO_GRAPH_GZ: &[u8] = include_bytes!("../data/go_jaccard_top20.tsv.gz");
+
+/// The shipped GO graph ([`GO_GRAPH_GZ`]) restricted to `genes`, as [`read_gene_graph`].
+pub fn go_graph(genes: &[String]) -> Result<(Vec<GeneEdge>, usize)> {
+    parse_gene_graph(
+        Box::new(flate2::read::MultiGzDecoder::new(GO_GRAPH_GZ)),
+        std::path::Path::new("<shipped go_jaccard_top20.tsv.gz>"),
+        genes,
+    )
+}
+
+fn parse_gene_graph(
+    reader: Box<dyn std::io::Read + '_>,
+    path: &std::path::Path,
+    genes: &[String],
+) -> Result<(Vec<GeneEdge>, usize)> {
+    use std::io::{BufRead, BufReader};
     let index: BTreeMap<&str, usize> = genes
         .iter()
         .enumerate()

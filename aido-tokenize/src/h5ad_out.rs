@@ -35,6 +35,8 @@ pub struct H5adWriter {
     pub obs: ObsTable,
     /// Variable names (genes, or embedding dimensions).
     pub var_names: Vec<String>,
+    /// `var` annotation columns, one value per variable.
+    pub var_columns: Vec<(String, ObsColumn)>,
     /// The main matrix `[n_obs, n_var]`, or none.
     pub x: Option<XMatrix>,
     /// Named `[n_obs, k]` matrices stored in `obsm`.
@@ -192,6 +194,7 @@ impl H5adWriter {
         H5adWriter {
             obs,
             var_names,
+            var_columns: Vec::new(),
             x: None,
             obsm: Vec::new(),
             uns: Vec::new(),
@@ -205,6 +208,15 @@ impl H5adWriter {
                 return Err(TokenizeError::InvalidArgument(format!(
                     "obs column '{name}' has {} values for {n} cells",
                     c.len()
+                )));
+            }
+        }
+        for (name, c) in &self.var_columns {
+            if c.len() != self.var_names.len() {
+                return Err(TokenizeError::InvalidArgument(format!(
+                    "var column '{name}' has {} values for {} variables",
+                    c.len(),
+                    self.var_names.len()
                 )));
             }
         }
@@ -283,7 +295,13 @@ impl H5adWriter {
             &self.obs.names,
             &self.obs.columns,
         )?;
-        dataframe(&mut fb, "var", "_index", &self.var_names, &[])?;
+        dataframe(
+            &mut fb,
+            "var",
+            "_index",
+            &self.var_names,
+            &self.var_columns,
+        )?;
         let mut obsm = dict(&mut fb, "obsm");
         for (k, m) in &self.obsm {
             dense(obsm.create_dataset(k), m);

@@ -80,8 +80,8 @@ fn dist_err(what: &str, e: impl std::fmt::Display) -> TokenizeError {
     TokenizeError::InvalidArgument(format!("simulation parameter {what}: {e}"))
 }
 
-/// Draws one NB(mean, θ) count as a Gamma–Poisson mixture.
-fn nb_draw(rng: &mut StdRng, mean: f64, theta: f64) -> Result<f64> {
+/// Draws one NB(mean, θ) count as a Gamma–Poisson mixture (`mean ≤ 0` gives 0).
+pub fn nb_draw(rng: &mut StdRng, mean: f64, theta: f64) -> Result<f64> {
     if mean <= 0.0 {
         return Ok(0.0);
     }

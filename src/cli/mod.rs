@@ -3,6 +3,8 @@
 mod analysis;
 mod annotate;
 mod embed;
+mod insilico;
+mod perturb;
 mod pretrain;
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,13 @@ enum Command {
     Finetune(annotate::FinetuneArgs),
     /// Label new cells with a classifier from `finetune`; results added to the user's h5ad.
     Predict(annotate::PredictArgs),
+    /// Perturbation response (GEARS): `perturb fit` on a screen, `perturb predict` for new
+    /// combinations.
+    #[command(subcommand)]
+    Perturb(perturb::PerturbCommand),
+    /// In-silico knockout / over-expression through the encoder: the cosine shift of every
+    /// cell's embedding per perturbed gene.
+    Insilico(insilico::InsilicoArgs),
     /// Run the end-to-end default on embedded simulated data (no files needed).
     Demo(DemoArgs),
 }
@@ -155,9 +164,30 @@ struct TokenizeArgs {
 
 #[derive(Args)]
 struct SimulateArgs {
-    /// Number of cells.
+    /// Number of cells (cell-type data; with --perturbations see --control-cells).
+    #[arg(long, required_unless_present = "perturbations")]
+    cells: Option<usize>,
+    /// Write a perturbation screen instead: this many perturbed genes (default 40), each alone
+    /// and in --doubles pairs, effects spreading through co-regulated gene programs
+    /// (obs/condition `ctrl`, `A+ctrl`, `A+B`; var/program).
+    #[arg(long, num_args = 0..=1, default_missing_value = "40")]
+    perturbations: Option<usize>,
+    /// Perturbation screen: two-gene conditions.
+    #[arg(long, default_value_t = 40)]
+    doubles: usize,
+    /// Perturbation screen: control cells.
+    #[arg(long, default_value_t = 600)]
+    control_cells: usize,
+    /// Perturbation screen: cells per condition.
+    #[arg(long, default_value_t = 40)]
+    cells_per_condition: usize,
+    /// Perturbation screen: also write its control cells alone to this .h5ad (e.g. to pretrain
+    /// a backbone on them).
     #[arg(long)]
-    cells: usize,
+    controls_out: Option<PathBuf>,
+    /// Perturbation screen: gene programs (25 genes each).
+    #[arg(long, default_value_t = 8)]
+    programs: usize,
     /// Number of genes (required without --vocabulary; with it, a seeded subset of that size).
     #[arg(long)]
     genes: Option<usize>,
@@ -221,6 +251,8 @@ pub fn run() -> ExitCode {
         Command::Evaluate(a) => analysis::cmd_evaluate(&a),
         Command::Finetune(a) => annotate::cmd_finetune(&a, true).map(|_| ()),
         Command::Predict(a) => annotate::cmd_predict(&a, true).map(|_| ()),
+        Command::Perturb(c) => perturb::cmd_perturb(&c, true).map(|_| ()),
+        Command::Insilico(a) => insilico::cmd_insilico(&a).map(|_| ()),
         Command::Demo(a) => cmd_demo(&a),
     };
     match res {
@@ -334,6 +366,32 @@ pub(crate) fn tokenize_to_safetensors(
 }
 
 fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
+    if let Some(perturbed) = a.perturbations {
+        if a.vocabulary.is_some() {
+            bail!("--perturbations writes synthetic gene names: --vocabulary does not apply");
+        }
+        let cfg = aido_tasks::perturb_sim::PerturbSimConfig {
+            genes: a.genes.unwrap_or(400),
+            programs: a.programs,
+            control_cells: a.control_cells,
+            cells_per_condition: a.cells_per_condition,
+            perturbed_genes: perturbed,
+            doubles: a.doubles,
+            library_median: a.median_umis,
+            seed: a.seed,
+            ..Default::default()
+        };
+        let sim_genes =
+            perturb::write_simulated_screen(&cfg, &a.output, a.controls_out.as_deref())?;
+        if let Some(p) = &a.panel_out {
+            GeneVocab::from_names(sim_genes)?.write_tsv(p)?;
+            println!("wrote the gene panel to {}", p.display());
+        }
+        return Ok(());
+    }
+    let Some(n_cells) = a.cells else {
+        bail!("simulate needs --cells N");
+    };
     let genes: Vec<String> = match (&a.vocabulary, a.genes) {
         (Some(v), n) => {
             let vocab = GeneVocab::from_tsv(v)?;
@@ -357,7 +415,7 @@ fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
         (None, Some(n)) => synthetic_gene_names(n),
         (None, None) => bail!("simulate needs --genes N (or --vocabulary GENES.tsv)"),
     };
-    let mut cfg = SimulationConfig::new(a.cells, a.cell_types, a.seed);
+    let mut cfg = SimulationConfig::new(n_cells, a.cell_types, a.seed);
     cfg.n_batches = a.batches;
     cfg.library_median = a.median_umis;
     let sim = simulate(&cfg, genes)?;
@@ -376,11 +434,11 @@ fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
     println!(
         "wrote {}: {} cells × {} genes, {} cell types, {} non-zero ({:.2}% dense)",
         a.output.display(),
-        a.cells,
+        n_cells,
         n_genes,
         a.cell_types,
         nnz,
-        100.0 * nnz as f64 / (a.cells * n_genes).max(1) as f64
+        100.0 * nnz as f64 / (n_cells * n_genes).max(1) as f64
     );
     if let Some(p) = &a.panel_out {
         println!("wrote the gene panel to {}", p.display());
@@ -407,7 +465,13 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
     let data = dir.join("demo.h5ad");
     let panel = dir.join("demo_genes.tsv");
     cmd_simulate(&SimulateArgs {
-        cells: a.cells,
+        cells: Some(a.cells),
+        perturbations: None,
+        doubles: 40,
+        control_cells: 600,
+        cells_per_condition: 40,
+        programs: 8,
+        controls_out: None,
         genes: Some(a.genes),
         cell_types: 5,
         batches: 2,

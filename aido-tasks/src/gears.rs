@@ -1,0 +1,492 @@
+//! The GEARS perturbation model in burn (Roohani et al. 2023; upstream `gears/model.py`
+//! @f374e43e, `GEARS_Model`), with the encoder's gene embeddings as an optional backbone.
+//!
+//! For `B` cells over `G` genes with hidden size `H`:
+//!
+//! 1. gene embeddings `[B, G, H]`: learned (`gene_emb`, GEARS alone) or the frozen encoder's
+//!    per-gene embeddings of the control cell `[B, G, D]` projected by `gene_proj` (the paper's
+//!    route); batch norm over the `B·G` rows, ReLU;
+//! 2. plus `0.2 ×` positional embeddings (`emb_pos`) through SGConv over the co-expression graph
+//!    (see [`CoexpressionMode`] for GEARS's first-cell behaviour), then `emb_trans_v2` (MLP);
+//! 3. perturbation embeddings (`pert_emb`, one per gene) through SGConv over the gene–gene graph
+//!    (GO Jaccard by default); a cell's perturbations are **summed**, the sums of the batch go
+//!    through `pert_fuse` (MLP, batch norm over the perturbed cells) and are added to every gene
+//!    of that cell;
+//! 4. batch norm, ReLU, `recovery_w` (MLP `H → 2H → H`), a per-gene decoder
+//!    (`indv_w1 [G, H]`, `indv_b1 [G]`) → `[B, G]`; the cross-gene state (MLP `G → H → H`) is
+//!    concatenated to every gene and a second per-gene decoder (`indv_w2 [G, H + 1]`,
+//!    `indv_b2 [G]`) gives the change;
+//! 5. output = control expression `x` + change, `[B, G]`.
+//!
+//! GEARS's `MLP` is `Linear → BatchNorm → ReLU` per layer with the last ReLU dropped; its
+//! embeddings use `max_norm=True` (rows renormalized to norm ≤ 1 at lookup), reproduced here by
+//! scaling rows with a detached factor. SGConv is PyG's with `K = 1`:
+//! `X' = Lin(D̂^-½ Â D̂^-½ X)`, `Â` the weighted graph plus unit self-loops where a node has none.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+
+use crate::perturb::GeneEdge;
+use crate::{Result, TaskError};
+
+/// How the co-expression graph reaches the cells of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CoexpressionMode {
+    /// GEARS's code (the default): positional embeddings are computed for `B·G` nodes but the
+    /// graph only indexes nodes `0..G`, so only the **first cell of each batch** gets
+    /// graph-propagated embeddings; the others get `Linear(emb_pos)` (PyG's unit self-loop).
+    FirstCell,
+    /// The corrected behaviour: every cell gets the graph-propagated embeddings.
+    AllCells,
+}
+
+impl CoexpressionMode {
+    /// The name in configs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FirstCell => "first_cell",
+            Self::AllCells => "all_cells",
+        }
+    }
+}
+
+/// A graph normalized for SGConv, on the device: edge sources, targets and weights
+/// `D̂^-½ w D̂^-½` (unit self-loops added where missing).
+#[derive(Debug, Clone)]
+pub struct SgGraph<B: Backend> {
+    host: (Vec<i64>, Vec<i64>, Vec<f32>),
+    source: Tensor<B, 1, Int>,
+    target: Tensor<B, 1, Int>,
+    weight: Tensor<B, 2>,
+    nodes: usize,
+}
+
+impl<B: Backend> SgGraph<B> {
+    /// Normalizes `edges` over `nodes` nodes as PyG's `gcn_norm(add_self_loops=True)`.
+    pub fn new(edges: &[GeneEdge], nodes: usize, device: &B::Device) -> Result<Self> {
+        let mut all: Vec<(usize, usize, f64)> = Vec::with_capacity(edges.len() + nodes);
+        let mut has_loop = vec![false; nodes];
+        for e in edges {
+            if e.source >= nodes || e.target >= nodes {
+                return Err(TaskError::Config(format!(
+                    "graph edge {} → {} outside the {nodes} genes",
+                    e.source, e.target
+                )));
+            }
+            if e.source == e.target {
+                has_loop[e.source] = true;
+            }
+            all.push((e.source, e.target, e.weight));
+        }
+        for (i, _) in has_loop.iter().enumerate().filter(|(_, h)| !**h) {
+            all.push((i, i, 1.0));
+        }
+        let mut deg = vec![0.0f64; nodes];
+        for &(_, t, w) in &all {
+            deg[t] += w;
+        }
+        let inv = |d: f64| if d > 0.0 { d.powf(-0.5) } else { 0.0 };
+        let src: Vec<i64> = all.iter().map(|e| e.0 as i64).collect();
+        let tgt: Vec<i64> = all.iter().map(|e| e.1 as i64).collect();
+        let w: Vec<f32> = all
+            .iter()
+            .map(|&(s, t, w)| (inv(deg[s]) * w * inv(deg[t])) as f32)
+            .collect();
+        Ok(Self::from_host((src, tgt, w), nodes, device))
+    }
+
+    fn from_host(host: (Vec<i64>, Vec<i64>, Vec<f32>), nodes: usize, device: &B::Device) -> Self {
+        let n = host.0.len();
+        Self {
+            source: Tensor::from_data(TensorData::new(host.0.clone(), [n]), device),
+            target: Tensor::from_data(TensorData::new(host.1.clone(), [n]), device),
+            weight: Tensor::from_data(TensorData::new(host.2.clone(), [n, 1]), device),
+            host,
+            nodes,
+        }
+    }
+
+    /// The same graph on another backend's device.
+    pub fn to_device<B2: Backend>(&self, device: &B2::Device) -> SgGraph<B2> {
+        SgGraph::from_host(self.host.clone(), self.nodes, device)
+    }
+
+    /// `Â_norm X`: `x [nodes, H]` → `[nodes, H]` (sum over incoming edges).
+    pub fn propagate(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let [_, h] = x.dims();
+        let msg = x.select(0, self.source.clone()) * self.weight.clone();
+        Tensor::zeros([self.nodes, h], &msg.device()).select_assign(
+            0,
+            self.target.clone(),
+            msg,
+            burn::tensor::IndexingUpdateOp::Add,
+        )
+    }
+}
+
+/// PyG's `SGConv(H, H, K = 1)`: a linear layer after one normalized propagation.
+#[derive(Module, Debug)]
+pub struct SgConv<B: Backend> {
+    /// The linear layer.
+    pub lin: Linear<B>,
+}
+
+impl<B: Backend> SgConv<B> {
+    /// `x [nodes, H]` → `[nodes, H]` over `graph`; `None` = unit self-loops only (`Lin(x)`).
+    pub fn forward(&self, x: Tensor<B, 2>, graph: Option<&SgGraph<B>>) -> Tensor<B, 2> {
+        match graph {
+            Some(g) => self.lin.forward(g.propagate(x)),
+            None => self.lin.forward(x),
+        }
+    }
+}
+
+/// GEARS's `MLP(sizes)`: `Linear → BatchNorm → ReLU` per layer, the last ReLU dropped.
+#[derive(Module, Debug)]
+pub struct GearsMlp<B: Backend> {
+    /// The linear layers.
+    pub linears: Vec<Linear<B>>,
+    /// A batch norm after each linear layer.
+    pub norms: Vec<BatchNorm<B>>,
+}
+
+impl<B: Backend> GearsMlp<B> {
+    /// An MLP through `sizes` (at least two).
+    pub fn new(sizes: &[usize], device: &B::Device) -> Self {
+        let pairs = sizes.windows(2);
+        Self {
+            linears: pairs
+                .clone()
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+            norms: pairs
+                .map(|w| BatchNormConfig::new(w[1]).init(device))
+                .collect(),
+        }
+    }
+
+    /// `x [N, sizes[0]]` → `[N, sizes.last()]` (batch statistics over the `N` rows in training).
+    pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
+        let n = self.linears.len();
+        for (i, (l, bn)) in self.linears.iter().zip(&self.norms).enumerate() {
+            x = bn.forward(l.forward(x));
+            if i + 1 < n {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}
+
+/// Sizes and options of the GEARS model.
+#[derive(Config, Debug, PartialEq)]
+pub struct GearsConfig {
+    /// Genes `G` (outputs, and the perturbation table).
+    pub genes: usize,
+    /// Hidden size `H` (GEARS: 64).
+    #[config(default = 64)]
+    pub hidden: usize,
+    /// Width `D` of the backbone's gene embeddings, or `None` for learned gene embeddings.
+    #[config(default = "None")]
+    pub backbone_dim: Option<usize>,
+    /// SGConv layers over the co-expression graph (GEARS: 1).
+    #[config(default = 1)]
+    pub coexpress_layers: usize,
+    /// SGConv layers over the perturbation graph (GEARS: 1).
+    #[config(default = 1)]
+    pub pert_graph_layers: usize,
+    /// Which cells of a batch get the co-expression propagation.
+    #[config(default = "CoexpressionMode::FirstCell")]
+    pub coexpression: CoexpressionMode,
+}
+
+/// The GEARS model (module names follow `gears/model.py`).
+#[derive(Module, Debug)]
+pub struct Gears<B: Backend> {
+    /// Learned gene embeddings `[G, H]` (GEARS alone).
+    pub gene_emb: Option<Embedding<B>>,
+    /// Projection of the backbone's gene embeddings `D → H`.
+    pub gene_proj: Option<Linear<B>>,
+    /// Batch norm of the gene embeddings.
+    pub bn_emb: BatchNorm<B>,
+    /// Positional gene embeddings `[G, H]`.
+    pub emb_pos: Embedding<B>,
+    /// SGConv layers over the co-expression graph.
+    pub layers_emb_pos: Vec<SgConv<B>>,
+    /// MLP `H → H → H` after adding the positional embeddings.
+    pub emb_trans_v2: GearsMlp<B>,
+    /// Perturbation embeddings `[G, H]`.
+    pub pert_emb: Embedding<B>,
+    /// SGConv layers over the perturbation graph.
+    pub sim_layers: Vec<SgConv<B>>,
+    /// MLP `H → H → H` of a cell's summed perturbation embeddings.
+    pub pert_fuse: GearsMlp<B>,
+    /// Batch norm after adding the perturbation.
+    pub bn_pert_base: BatchNorm<B>,
+    /// MLP `H → 2H → H`.
+    pub recovery_w: GearsMlp<B>,
+    /// First per-gene decoder weights `[G, H]`.
+    pub indv_w1: Param<Tensor<B, 2>>,
+    /// First per-gene decoder bias `[G]`.
+    pub indv_b1: Param<Tensor<B, 1>>,
+    /// MLP `G → H → H` of the cross-gene state.
+    pub cross_gene_state: GearsMlp<B>,
+    /// Second per-gene decoder weights `[G, H + 1]`.
+    pub indv_w2: Param<Tensor<B, 2>>,
+    /// Second per-gene decoder bias `[G]`.
+    pub indv_b2: Param<Tensor<B, 1>>,
+    /// Genes `G`.
+    pub genes: usize,
+    /// Hidden size `H`.
+    pub hidden: usize,
+    /// Whether every cell gets the co-expression propagation ([`CoexpressionMode::AllCells`]).
+    pub all_cells: bool,
+}
+
+/// torch's `xavier_normal_` on a tensor of `shape` with the given fans.
+fn xavier<B: Backend, const D: usize>(
+    shape: [usize; D],
+    fan_in: usize,
+    fan_out: usize,
+    device: &B::Device,
+) -> Param<Tensor<B, D>> {
+    let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
+    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
+}
+
+impl GearsConfig {
+    /// A freshly initialized model (torch's initializations: N(0, 1) embeddings, Kaiming-uniform
+    /// linear layers, Xavier-normal decoders as GEARS's `xavier_normal_` calls with torch's fans).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Gears<B> {
+        let (g, h) = (self.genes, self.hidden);
+        let emb = |n| EmbeddingConfig::new(n, h).init(device);
+        Gears {
+            gene_emb: self.backbone_dim.is_none().then(|| emb(g)),
+            gene_proj: self
+                .backbone_dim
+                .map(|d| LinearConfig::new(d, h).init(device)),
+            bn_emb: BatchNormConfig::new(h).init(device),
+            emb_pos: emb(g),
+            layers_emb_pos: (0..self.coexpress_layers)
+                .map(|_| SgConv {
+                    lin: LinearConfig::new(h, h).init(device),
+                })
+                .collect(),
+            emb_trans_v2: GearsMlp::new(&[h, h, h], device),
+            pert_emb: emb(g),
+            sim_layers: (0..self.pert_graph_layers)
+                .map(|_| SgConv {
+                    lin: LinearConfig::new(h, h).init(device),
+                })
+                .collect(),
+            pert_fuse: GearsMlp::new(&[h, h, h], device),
+            bn_pert_base: BatchNormConfig::new(h).init(device),
+            recovery_w: GearsMlp::new(&[h, 2 * h, h], device),
+            // torch fans of [G, H, 1]: in = H, out = G; of [G, 1]: in = 1, out = G.
+            indv_w1: xavier([g, h], h, g, device),
+            indv_b1: xavier([g], 1, g, device),
+            cross_gene_state: GearsMlp::new(&[g, h, h], device),
+            // torch fans of [1, G, H+1]: in = G(H+1), out = H+1; of [1, G]: in = G, out = 1.
+            indv_w2: xavier([g, h + 1], g * (h + 1), h + 1, device),
+            indv_b2: xavier([g], g, 1, device),
+            genes: g,
+            hidden: h,
+            all_cells: self.coexpression == CoexpressionMode::AllCells,
+        }
+    }
+}
+
+/// The two graphs the model reads, normalized on the device.
+#[derive(Debug, Clone)]
+pub struct GearsGraphs<B: Backend> {
+    /// Co-expression graph over the genes.
+    pub coexpression: SgGraph<B>,
+    /// Perturbation (gene–gene) graph over the genes.
+    pub perturbation: SgGraph<B>,
+}
+
+impl<B: Backend> GearsGraphs<B> {
+    /// Both graphs normalized over `genes` nodes.
+    pub fn new(
+        coexpression: &[GeneEdge],
+        perturbation: &[GeneEdge],
+        genes: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            coexpression: SgGraph::new(coexpression, genes, device)?,
+            perturbation: SgGraph::new(perturbation, genes, device)?,
+        })
+    }
+
+    /// The same graphs on another backend's device.
+    pub fn to_device<B2: Backend>(&self, device: &B2::Device) -> GearsGraphs<B2> {
+        GearsGraphs {
+            coexpression: self.coexpression.to_device(device),
+            perturbation: self.perturbation.to_device(device),
+        }
+    }
+}
+
+/// The rows of an embedding table, renormalized to norm ≤ 1 (torch's `max_norm=True`; the
+/// scale is not differentiated, as torch renormalizes the weight in place).
+fn max_norm_rows<B: Backend>(e: &Embedding<B>) -> Tensor<B, 2> {
+    let w = e.weight.val();
+    let norm = w.clone().powf_scalar(2.0).sum_dim(1).sqrt();
+    let scale = norm.clamp_min(1.0).recip().detach();
+    w * scale
+}
+
+impl<B: Backend> Gears<B> {
+    /// The perturbation input of `pert_fuse`: the cells with perturbations (indices into
+    /// `perts`) and, per such cell, the **sum** of its genes' graph-propagated perturbation
+    /// embeddings `[cells, H]` (a double adds both genes); `None` when no cell is perturbed.
+    pub fn perturbation_sums(
+        &self,
+        perts: &[Vec<usize>],
+        graphs: &GearsGraphs<B>,
+    ) -> Option<(Vec<usize>, Tensor<B, 2>)> {
+        let g = self.genes;
+        let cells: Vec<usize> = (0..perts.len()).filter(|&i| !perts[i].is_empty()).collect();
+        if cells.is_empty() {
+            return None;
+        }
+        let mut pert = max_norm_rows(&self.pert_emb);
+        let n = self.sim_layers.len();
+        for (i, layer) in self.sim_layers.iter().enumerate() {
+            pert = layer.forward(pert, Some(&graphs.perturbation));
+            if i + 1 < n {
+                pert = relu(pert);
+            }
+        }
+        let k = cells.len();
+        // [k, G] counts of each perturbed cell's genes, times the propagated table.
+        let mut m = vec![0.0f32; k * g];
+        for (r, &c) in cells.iter().enumerate() {
+            for &p in &perts[c] {
+                m[r * g + p] += 1.0;
+            }
+        }
+        let device = pert.device();
+        let sums = Tensor::<B, 2>::from_data(TensorData::new(m, [k, g]), &device).matmul(pert);
+        Some((cells, sums))
+    }
+
+    /// Predicted expression `[B, G]` of cells whose control expression is `x [B, G]`
+    /// (log-normalized), perturbed at `perts[b]` (gene indices; empty for a control cell).
+    /// `backbone [B, G, D]`: the encoder's gene embeddings of each control cell (required with
+    /// a backbone, ignored without).
+    pub fn forward(
+        &self,
+        x: Tensor<B, 2>,
+        perts: &[Vec<usize>],
+        backbone: Option<Tensor<B, 3>>,
+        graphs: &GearsGraphs<B>,
+    ) -> Result<Tensor<B, 2>> {
+        let [b, g] = x.dims();
+        let h = self.hidden;
+        let device = x.device();
+        if g != self.genes || perts.len() != b {
+            return Err(TaskError::Config(format!(
+                "GEARS input: x [{b}, {g}] with {} perturbation lists, model of {} genes",
+                perts.len(),
+                self.genes
+            )));
+        }
+        if let Some(&p) = perts.iter().flatten().find(|&&p| p >= g) {
+            return Err(TaskError::Config(format!(
+                "perturbed gene index {p} outside the {g} genes"
+            )));
+        }
+        // 1. gene embeddings [B·G, H].
+        let emb = match (&self.gene_emb, &self.gene_proj, backbone) {
+            (Some(e), _, _) => max_norm_rows(e)
+                .unsqueeze_dim::<3>(0)
+                .expand([b, g, h])
+                .reshape([b * g, h]),
+            (None, Some(p), Some(f)) => {
+                let [fb, fg, d] = f.dims();
+                if fb != b || fg != g {
+                    return Err(TaskError::Config(format!(
+                        "backbone gene embeddings [{fb}, {fg}, {d}] for x [{b}, {g}]"
+                    )));
+                }
+                p.forward(f.reshape([b * g, d]))
+            }
+            _ => {
+                return Err(TaskError::Config(
+                    "a backbone model needs the encoder's gene embeddings of the control cells"
+                        .into(),
+                ));
+            }
+        };
+        let base = relu(self.bn_emb.forward(emb));
+        // 2. positional embeddings over the co-expression graph.
+        let pos0 = max_norm_rows(&self.emb_pos);
+        let propagate = |mut pos: Tensor<B, 2>, graph: Option<&SgGraph<B>>| {
+            let n = self.layers_emb_pos.len();
+            for (i, layer) in self.layers_emb_pos.iter().enumerate() {
+                pos = layer.forward(pos, graph);
+                if i + 1 < n {
+                    pos = relu(pos);
+                }
+            }
+            pos
+        };
+        let with_graph = propagate(pos0.clone(), Some(&graphs.coexpression));
+        let pos = if self.all_cells || b == 1 {
+            with_graph.unsqueeze_dim::<3>(0).expand([b, g, h])
+        } else {
+            let rest = propagate(pos0, None)
+                .unsqueeze_dim::<3>(0)
+                .expand([b - 1, g, h]);
+            Tensor::cat(vec![with_graph.unsqueeze_dim::<3>(0), rest], 0)
+        };
+        let base = base + pos.reshape([b * g, h]).mul_scalar(0.2);
+        let base = self.emb_trans_v2.forward(base).reshape([b, g, h]);
+        // 3. perturbations: per cell the sum of its genes' propagated embeddings.
+        let base = match self.perturbation_sums(perts, graphs) {
+            None => base,
+            Some((cells, sums)) => {
+                let k = cells.len();
+            // GEARS stacks a lone perturbed cell twice (batch norm needs two rows).
+            let fused = if k == 1 {
+                self.pert_fuse
+                    .forward(Tensor::cat(vec![sums.clone(), sums], 0))
+                    .slice([0..1, 0..h])
+            } else {
+                self.pert_fuse.forward(sums)
+            };
+            let idx: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
+            let add = Tensor::<B, 2>::zeros([b, h], &device).select_assign(
+                0,
+                Tensor::from_data(TensorData::new(idx, [k]), &device),
+                fused,
+                burn::tensor::IndexingUpdateOp::Add,
+            );
+            base + add.unsqueeze_dim::<3>(1)
+            }
+        };
+        // 4. decoders.
+        let base = relu(self.bn_pert_base.forward(base.reshape([b * g, h])));
+        let out = self.recovery_w.forward(base).reshape([b, g, h]);
+        let w1 = self.indv_w1.val().unsqueeze_dim::<3>(0);
+        let out = (out * w1).sum_dim(2).reshape([b, g]) + self.indv_b1.val().unsqueeze_dim(0);
+        let cross = self.cross_gene_state.forward(out.clone()); // [B, H]
+        let cat = Tensor::cat(
+            vec![
+                out.unsqueeze_dim::<3>(2),
+                cross.unsqueeze_dim::<3>(1).expand([b, g, h]),
+            ],
+            2,
+        ); // [B, G, H + 1]
+        let w2 = self.indv_w2.val().unsqueeze_dim::<3>(0);
+        let delta = (cat * w2).sum_dim(2).reshape([b, g]) + self.indv_b2.val().unsqueeze_dim(0);
+        // 5. control + change.
+        Ok(x + delta)
+    }
+}

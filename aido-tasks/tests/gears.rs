@@ -1,0 +1,374 @@
+//! The GEARS port: SGConv normalization against PyG's `gcn_norm` formula, the loss against
+//! GEARS's `loss_fct` formula computed by hand, every perturbed gene reaching the model with
+//! doubles summed (GEARS issue #7), the first-cell co-expression quirk and its corrected mode,
+//! data validation, and a fit → save → load → predict round trip on simulated data.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use aido_model::Cpu;
+use aido_model::burn::backend::Autodiff;
+use aido_model::burn::tensor::backend::Backend;
+use aido_model::burn::tensor::{Tensor, TensorData};
+use aido_tasks::gears::{CoexpressionMode, Gears, GearsConfig, GearsGraphs, SgGraph};
+use aido_tasks::perturb::{GeneEdge, simulation_split};
+use aido_tasks::perturb_fit::{
+    self, FitConfig, FitInputs, PerturbData, PerturbDataOptions, gears_loss,
+};
+use aido_tasks::perturb_sim::{PerturbSimConfig, simulate_perturbations};
+use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
+use aido_tokenize::{CsrChunk, ObsColumn, ObsTable, ReadOptions, open_source};
+
+type B = Cpu;
+
+fn host<const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().into_vec().unwrap()
+}
+
+fn edge(source: usize, target: usize, weight: f64) -> GeneEdge {
+    GeneEdge {
+        source,
+        target,
+        weight,
+    }
+}
+
+/// PyG `gcn_norm(add_self_loops=True)` + `propagate(aggr="add")`, written from its formula:
+/// missing self-loops get weight 1, `deg[t] = Σ_{e→t} w`, `norm_e = deg[s]^-½ w_e deg[t]^-½`,
+/// `out[t] = Σ_{e: s→t} norm_e x[s]`.
+#[test]
+fn sgconv_propagation_is_pyg_gcn_norm() {
+    let dev = Default::default();
+    // Node 0 has its own self-loop (weight 1, like GEARS's |r| = 1 self-edges); 1 and 2 do not.
+    let edges = [edge(0, 0, 1.0), edge(1, 0, 0.5), edge(2, 1, 0.8), edge(0, 2, 0.3)];
+    let g = SgGraph::<B>::new(&edges, 3, &dev).unwrap();
+    let x = [[1.0f32, 2.0], [3.0, -1.0], [0.5, 4.0]];
+    let xt = Tensor::<B, 2>::from_data(
+        TensorData::new(x.iter().flatten().copied().collect::<Vec<_>>(), [3, 2]),
+        &dev,
+    );
+    let out = host(g.propagate(xt));
+    // With the added loops (1→1, 2→2 weight 1): deg0 = 1 + 0.5, deg1 = 0.8 + 1, deg2 = 0.3 + 1.
+    let deg = [1.5f64, 1.8, 1.3];
+    let all = [
+        (0, 0, 1.0),
+        (1, 0, 0.5),
+        (2, 1, 0.8),
+        (0, 2, 0.3),
+        (1, 1, 1.0),
+        (2, 2, 1.0),
+    ];
+    let mut want = [[0.0f64; 2]; 3];
+    for (s, t, w) in all {
+        let n = w / (deg[s] * deg[t]).sqrt();
+        for h in 0..2 {
+            want[t][h] += n * f64::from(x[s][h]);
+        }
+    }
+    for t in 0..3 {
+        for h in 0..2 {
+            assert!(
+                (f64::from(out[t * 2 + h]) - want[t][h]).abs() < 1e-6,
+                "node {t} dim {h}: {} vs {}",
+                out[t * 2 + h],
+                want[t][h]
+            );
+        }
+    }
+}
+
+/// GEARS `utils.loss_fct` by hand on a batch of two conditions: condition A (2 cells, genes
+/// {0, 2} retained) and the control (1 cell, all genes).
+#[test]
+fn loss_is_gears_loss_fct() {
+    let dev = Default::default();
+    let pred = [[0.5f32, 1.0, 2.0], [0.0, 0.2, 1.0], [1.0, 1.0, 1.0]];
+    let y = [[1.0f32, 1.0, 1.0], [0.5, 0.0, 2.0], [1.5, 0.5, 1.0]];
+    let ctrl = [0.8f32, 0.5, 1.5];
+    let lambda = 0.1;
+    let retained = [[true, false, true], [true, false, true], [true, true, true]];
+    let (n_a, r_a, n_c, r_c, n_cond) = (2.0, 2.0, 1.0, 3.0, 2.0);
+    let mut w = vec![0.0f32; 9];
+    let mut want = 0.0f64;
+    for r in 0..3 {
+        let (n, k) = if r < 2 { (n_a, r_a) } else { (n_c, r_c) };
+        for j in 0..3 {
+            if retained[r][j] {
+                let wt = 1.0 / (n * k * n_cond);
+                w[r * 3 + j] = wt as f32;
+                let d = f64::from(pred[r][j] - y[r][j]);
+                let sy = f64::from((y[r][j] - ctrl[j]).signum() * f32::from(y[r][j] != ctrl[j]));
+                let sp = f64::from(
+                    (pred[r][j] - ctrl[j]).signum() * f32::from(pred[r][j] != ctrl[j]),
+                );
+                want += wt * (d.powi(4) + lambda * (sy - sp).powi(2));
+            }
+        }
+    }
+    let t = |v: &[[f32; 3]]| {
+        Tensor::<B, 2>::from_data(
+            TensorData::new(v.iter().flatten().copied().collect::<Vec<_>>(), [v.len(), 3]),
+            &dev,
+        )
+    };
+    let loss = gears_loss(
+        t(&pred),
+        t(&y),
+        Tensor::from_data(TensorData::new(w, [3, 3]), &dev),
+        t(&[ctrl, ctrl, ctrl]),
+        lambda,
+    );
+    let got = f64::from(host(loss)[0]);
+    assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+}
+
+fn small_model(mode: CoexpressionMode) -> (Gears<B>, GearsGraphs<B>) {
+    let dev = Default::default();
+    B::seed(&dev, 11);
+    let model = GearsConfig::new(6)
+        .with_hidden(8)
+        .with_coexpression(mode)
+        .init::<B>(&dev);
+    let co = [edge(0, 1, 0.9), edge(1, 0, 0.9), edge(2, 3, 0.7), edge(4, 5, 0.6)];
+    let pe = [edge(0, 2, 0.5), edge(3, 1, 0.4), edge(5, 4, 0.3)];
+    (model, GearsGraphs::new(&co, &pe, 6, &dev).unwrap())
+}
+
+fn x_rows(b: usize) -> Tensor<B, 2> {
+    let v: Vec<f32> = (0..b * 6).map(|i| (i % 6) as f32 * 0.3).collect();
+    Tensor::from_data(TensorData::new(v, [b, 6]), &Default::default())
+}
+
+/// Every perturbed gene reaches the model, and a double is the **sum** of its genes'
+/// embeddings before `pert_fuse` (GEARS #7: a tensor used as a dict key dropped the sum).
+#[test]
+fn doubles_are_summed_and_every_gene_reaches_the_model() {
+    let (m, graphs) = small_model(CoexpressionMode::AllCells);
+    let perts = vec![vec![1], vec![4], vec![1, 4], vec![], vec![4, 1]];
+    let (cells, sums) = m.perturbation_sums(&perts, &graphs).unwrap();
+    assert_eq!(cells, vec![0, 1, 2, 4]);
+    let s = host(sums);
+    let h = 8;
+    for j in 0..h {
+        let sum = s[j] + s[h + j];
+        assert!((s[2 * h + j] - sum).abs() < 1e-6, "double ≠ sum of singles");
+        assert!((s[3 * h + j] - sum).abs() < 1e-6, "order of the genes matters");
+    }
+    // Through the whole model: each gene changes the output, and so does adding the other.
+    let out = |p: Vec<usize>| host(m.forward(x_rows(1), &[p], None, &graphs).unwrap());
+    let (c, a, b, ab) = (out(vec![]), out(vec![1]), out(vec![4]), out(vec![1, 4]));
+    let differ = |u: &[f32], v: &[f32]| u.iter().zip(v).any(|(x, y)| (x - y).abs() > 1e-6);
+    assert!(differ(&c, &a) && differ(&c, &b) && differ(&a, &b));
+    assert!(differ(&ab, &a) && differ(&ab, &b));
+    // Every gene of the table reaches the model.
+    for g in 0..6 {
+        assert!(differ(&c, &out(vec![g])), "perturbing gene {g} changes nothing");
+    }
+    // An index outside the genes is an error, not a panic.
+    assert!(m.forward(x_rows(1), &[vec![6]], None, &graphs).is_err());
+}
+
+/// GEARS's code gives the co-expression propagation to the first cell of a batch only; the
+/// corrected mode to every cell. Two identical control cells tell them apart.
+#[test]
+fn first_cell_quirk_and_its_correction() {
+    for (mode, equal) in [
+        (CoexpressionMode::FirstCell, false),
+        (CoexpressionMode::AllCells, true),
+    ] {
+        let (m, graphs) = small_model(mode);
+        let x: Vec<f32> = [0.1f32, 0.5, 0.9, 0.0, 1.2, 0.3].repeat(2);
+        let x = Tensor::<B, 2>::from_data(TensorData::new(x, [2, 6]), &Default::default());
+        let y = host(m.forward(x, &[vec![], vec![]], None, &graphs).unwrap());
+        let same = y[..6].iter().zip(&y[6..]).all(|(a, b)| (a - b).abs() < 1e-6);
+        assert_eq!(same, equal, "mode {mode:?}");
+    }
+}
+
+fn write_h5ad(dir: &std::path::Path, conditions: &[&str], counts: &[Vec<f32>]) -> std::path::PathBuf {
+    let g = counts[0].len();
+    write_named(dir, conditions, counts, (0..g).map(|j| format!("G{j}")).collect())
+}
+
+fn write_named(
+    dir: &std::path::Path,
+    conditions: &[&str],
+    counts: &[Vec<f32>],
+    genes: Vec<String>,
+) -> std::path::PathBuf {
+    let n = conditions.len();
+    let g = counts[0].len();
+    let mut csr = CsrChunk {
+        first_cell: 0,
+        indptr: vec![0],
+        ..Default::default()
+    };
+    for row in counts {
+        for (j, &v) in row.iter().enumerate() {
+            if v != 0.0 {
+                csr.indices.push(j as u32);
+                csr.data.push(v);
+            }
+        }
+        csr.indptr.push(csr.data.len());
+    }
+    let mut obs = ObsTable::from_names((0..n).map(|i| format!("c{i}")).collect());
+    obs.columns.push((
+        "condition".into(),
+        ObsColumn::Str(conditions.iter().map(|s| s.to_string()).collect()),
+    ));
+    let mut w = H5adWriter::new(obs, genes);
+    w.x = Some(XMatrix::Csr { csr, n_cols: g });
+    let p = dir.join("screen.h5ad");
+    w.write(&p).unwrap();
+    p
+}
+
+fn load(p: &std::path::Path) -> aido_tasks::Result<PerturbData> {
+    let mut s = open_source(p, &ReadOptions::default()).unwrap();
+    PerturbData::from_source(s.as_mut(), &PerturbDataOptions::default())
+}
+
+#[test]
+fn bad_screens_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = |n: usize| vec![vec![1.0f32, 2.0, 3.0]; n];
+    let err = |c: &[&str], r: &[Vec<f32>]| load(&write_h5ad(dir.path(), c, r)).unwrap_err().to_string();
+    let e = err(&["ctrl", "ctrl", "ctrl", "NOPE+ctrl", "NOPE+ctrl", "NOPE+ctrl"], &rows(6));
+    assert!(e.contains("NOPE") && e.contains("not one of the file's 3 genes"), "{e}");
+    let e = err(&["G1+ctrl", "G1+ctrl", "G1+ctrl"], &rows(3));
+    assert!(e.contains("no control cells"), "{e}");
+    let e = err(&["ctrl", "ctrl", "ctrl", "G1+ctrl"], &rows(4));
+    assert!(e.contains("\"G1+ctrl\" has 1 cell"), "{e}");
+    let mut r = rows(6);
+    r[4][1] = 0.37;
+    let e = err(&["ctrl", "ctrl", "ctrl", "G1+ctrl", "G1+ctrl", "G1+ctrl"], &r);
+    assert!(e.contains("cell 4 ('c4')") && e.contains("--layer"), "{e}");
+    let e = err(&["ctrl", "ctrl", "ctrl", "G1+G1", "G1+G1", "G1+G1"], &rows(6));
+    assert!(e.contains("the same gene twice"), "{e}");
+    // A good one: log-normalization is ln(1 + c / total · 1e4).
+    let d = load(&write_h5ad(
+        dir.path(),
+        &["ctrl", "ctrl", "ctrl", "G1+ctrl", "G1+ctrl", "G1+ctrl"],
+        &rows(6),
+    ))
+    .unwrap();
+    let mut v = vec![0.0f32; 3];
+    d.lognorm_row(0, &mut v);
+    assert!((v[2] - (1.0f32 + 3.0 / 6.0 * 1e4).ln()).abs() < 1e-5);
+}
+
+/// The simulator's truth: seeded, doubles additive unless synergistic.
+#[test]
+fn simulator_is_seeded_and_doubles_add() {
+    let cfg = PerturbSimConfig {
+        genes: 60,
+        programs: 3,
+        genes_per_program: 10,
+        control_cells: 20,
+        cells_per_condition: 5,
+        perturbed_genes: 6,
+        doubles: 5,
+        synergy_fraction: 0.0,
+        seed: 4,
+        ..Default::default()
+    };
+    let a = simulate_perturbations(&cfg).unwrap();
+    let b = simulate_perturbations(&cfg).unwrap();
+    assert_eq!(a.counts, b.counts);
+    assert_eq!(a.condition.len(), 20 + 5 * (6 + 5));
+    let shift: BTreeMap<&str, &Vec<f64>> =
+        a.true_shift.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    for (name, s) in &a.true_shift {
+        let parts: Vec<&str> = name.split('+').collect();
+        if parts.len() == 2 && parts[1] != "ctrl" {
+            let x = shift[format!("{}+ctrl", parts[0]).as_str()];
+            let y = shift[format!("{}+ctrl", parts[1]).as_str()];
+            for j in 0..60 {
+                assert!((s[j] - x[j] - y[j]).abs() < 1e-12);
+            }
+        }
+    }
+}
+
+/// Training runs, the saved folder loads, and the loaded model predicts what the trained one
+/// predicts (same batch size: with GEARS's first-cell quirk the batching matters).
+#[test]
+fn fit_save_load_predict_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulate_perturbations(&PerturbSimConfig {
+        genes: 40,
+        programs: 2,
+        genes_per_program: 10,
+        control_cells: 40,
+        cells_per_condition: 6,
+        perturbed_genes: 8,
+        doubles: 6,
+        seed: 2,
+        ..Default::default()
+    })
+    .unwrap();
+    let conds: Vec<&str> = sim.condition.iter().map(String::as_str).collect();
+    let rows = sim.counts.to_dense(40);
+    let data = load(&write_named(dir.path(), &conds, &rows, sim.genes.clone())).unwrap();
+    let split = simulation_split(&data.conditions, 1, 0.75, 0.75).unwrap();
+    let dev = Default::default();
+    let co = perturb_fit_coexpression(&data);
+    let graphs = GearsGraphs::<Autodiff<B>>::new(&co, &co, 40, &dev).unwrap();
+    let inputs = FitInputs {
+        model: GearsConfig::new(40).with_hidden(8),
+        fit: FitConfig {
+            epochs: 2,
+            batch_size: 16,
+            pool: 10,
+            ..FitConfig::default()
+        },
+        split: &split,
+        graphs: &graphs,
+        backbone: None,
+    };
+    let mut epochs = 0;
+    let fitted = perturb_fit::fit::<Autodiff<B>>(&data, &inputs, &dev, |_| epochs += 1).unwrap();
+    assert_eq!(epochs, 2);
+    assert_eq!(fitted.pool.len(), 10);
+    let mut pool_x = vec![0.0f32; 10 * 40];
+    for (r, &c) in fitted.pool.iter().enumerate() {
+        data.lognorm_row(c, &mut pool_x[r * 40..(r + 1) * 40]);
+    }
+    let inner = graphs.to_device::<B>(&dev);
+    let lists = vec![vec![], data.pert_indices(&data.conditions[1]).unwrap()];
+    let before = perturb_fit::predict_means(&fitted.model, &inner, &pool_x, None, &lists, 4).unwrap();
+    let info = perturb_fit::PerturbModelInfo {
+        format: perturb_fit::MODEL_FORMAT.into(),
+        genes: data.genes.clone(),
+        control_value: "ctrl".into(),
+        hidden: 8,
+        backbone_dim: None,
+        coexpression: CoexpressionMode::FirstCell,
+        fit: inputs.fit.clone(),
+        trained_on: serde_json::json!({}),
+    };
+    let m = perturb_fit::PerturbModel {
+        model: fitted.model,
+        info,
+        graphs: inner,
+        coexpression_edges: co.clone(),
+        perturbation_edges: co,
+        pool_x,
+        pool_features: None,
+    };
+    let folder = dir.path().join("model");
+    perturb_fit::save_model(&folder, &m).unwrap();
+    let back: perturb_fit::PerturbModel<B> = perturb_fit::load_model(&folder, &dev).unwrap();
+    let after =
+        perturb_fit::predict_means(&back.model, &back.graphs, &back.pool_x, None, &lists, 4).unwrap();
+    for (x, y) in before.iter().flatten().zip(after.iter().flatten()) {
+        assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+    }
+    assert!(before.iter().flatten().all(|v| v.is_finite()));
+}
+
+fn perturb_fit_coexpression(data: &PerturbData) -> Vec<GeneEdge> {
+    let ctrl = data.cells_of(data.control);
+    aido_tasks::perturb::coexpression_graph(&data.dense_f64(&ctrl), data.n_genes(), 0.4, 5).unwrap()
+}

@@ -1,0 +1,284 @@
+//! `aido simulate --perturbations`, `aido perturb fit` / `predict` and `aido insilico` through
+//! the binary on a small simulated screen: the exact output forms of the issue, the backbone
+//! route with a random-weight encoder, clear errors, and in-silico knockouts (an unexpressed
+//! gene's shift is exactly 0; batching the perturbed copies changes nothing).
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use aido::model::burn::tensor::backend::Backend;
+use aido::model::{AidoCellConfig, Cpu, save_checkpoint};
+use aido::tokenize::{ReadOptions, open_source, read_all};
+use serde_json::Value;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aido"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[track_caller]
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[track_caller]
+fn fails_with(o: &Output, needles: &[&str]) {
+    assert!(!o.status.success(), "expected a failure");
+    let e = String::from_utf8_lossy(&o.stderr);
+    for n in needles {
+        assert!(e.contains(n), "error lacks '{n}': {e}");
+    }
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small screen: 60 genes (2 programs of 25), 8 perturbed genes, 6 doubles.
+fn screen(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (x, panel, ctrl) = (
+        dir.join("screen.h5ad"),
+        dir.join("panel.tsv"),
+        dir.join("controls.h5ad"),
+    );
+    ok(&run(&[
+        "simulate",
+        "--perturbations",
+        "8",
+        "--genes",
+        "60",
+        "--programs",
+        "2",
+        "--doubles",
+        "6",
+        "--control-cells",
+        "60",
+        "--cells-per-condition",
+        "6",
+        "--seed",
+        "5",
+        "--output",
+        s(&x),
+        "--panel-out",
+        s(&panel),
+        "--controls-out",
+        s(&ctrl),
+    ]));
+    (x, panel, ctrl)
+}
+
+/// A random 2-block encoder (H 16) over the panel, with its genes.tsv.
+fn random_model(dir: &Path, panel: &Path) -> PathBuf {
+    let n = std::fs::read_to_string(panel).unwrap().lines().count() - 1;
+    let m = dir.join("encoder");
+    let cfg = AidoCellConfig::new(n, 16, 2, 2, 32);
+    let dev = Default::default();
+    Cpu::seed(&dev, 3);
+    save_checkpoint(&cfg.init::<Cpu>(false, &dev), &cfg, &m).unwrap();
+    std::fs::copy(panel, m.join("genes.tsv")).unwrap();
+    m
+}
+
+const GROUPS: [&str; 5] = [
+    "seen_single",
+    "unseen_single",
+    "combo_seen0",
+    "combo_seen1",
+    "combo_seen2",
+];
+
+#[test]
+fn perturb_fit_and_predict_write_the_documented_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, panel, _) = screen(dir.path());
+    let out = dir.path().join("fit");
+    ok(&run(&[
+        "perturb", "fit", "--input", s(&x), "--out", s(&out), "--no-backbone", "--epochs", "2",
+        "--hidden", "8", "--pool", "20",
+    ]));
+    let p = json(&out.join("predictions.json"));
+    let genes = p["genes"].as_array().unwrap();
+    assert_eq!(genes.len(), 60);
+    let conds = p["conditions"].as_object().unwrap();
+    assert_eq!(conds.len(), 1 + 8 + 6, "every condition of the file");
+    for (name, c) in conds {
+        assert!(
+            ["train", "val", "test"].contains(&c["split"].as_str().unwrap()),
+            "{name}"
+        );
+        assert!(GROUPS.contains(&c["group"].as_str().unwrap()), "{name}");
+        let v = c["predicted"].as_array().unwrap();
+        assert_eq!(v.len(), 60);
+        assert!(v.iter().all(|x| x.as_f64().unwrap().is_finite()));
+    }
+    let r = json(&out.join("report.json"));
+    let groups = r["groups"].as_object().unwrap();
+    assert!(!groups.is_empty());
+    for (g, per) in groups {
+        assert!(GROUPS.contains(&g.as_str()));
+        for name in ["model", "no_change", "mean_delta"] {
+            let v = &per[name];
+            assert!(v["mse_top20_de"].as_f64().unwrap() >= 0.0, "{g}/{name}");
+            assert!(v["pearson_delta"].as_f64().unwrap().abs() <= 1.0 + 1e-9);
+            assert!(v["n_conditions"].as_u64().unwrap() >= 1);
+        }
+    }
+    assert_eq!(r["settings"]["split"], "simulation");
+    assert_eq!(r["settings"]["gene_embeddings"], "learned");
+    // Predict a combination the file does not hold, and a single.
+    let gene = |i: usize| genes[i].as_str().unwrap().to_string();
+    let singles: Vec<String> = conds
+        .keys()
+        .filter(|k| k.ends_with("+ctrl"))
+        .map(|k| k.trim_end_matches("+ctrl").to_string())
+        .collect();
+    let mut new_pair = None;
+    'o: for a in &singles {
+        for b in &singles {
+            let n = format!("{a}+{b}");
+            if a < b && !conds.contains_key(&n) && !conds.contains_key(&format!("{b}+{a}")) {
+                new_pair = Some(n);
+                break 'o;
+            }
+        }
+    }
+    let new_pair = new_pair.unwrap();
+    let list = format!("{new_pair},{}+ctrl", singles[0]);
+    let pred = dir.path().join("pred.json");
+    ok(&run(&[
+        "perturb", "predict", "--model", s(&out.join("model")), "--conditions", &list,
+        "--output", s(&pred),
+    ]));
+    let q = json(&pred);
+    assert_eq!(q["genes"].as_array().unwrap().len(), 60);
+    let qc = q["conditions"].as_object().unwrap();
+    assert_eq!(qc.len(), 2);
+    assert!(GROUPS.contains(&qc[&new_pair]["group"].as_str().unwrap()));
+    // The single predicted again equals predictions.json (same pool, same batching).
+    let again = qc[&format!("{}+ctrl", singles[0])]["predicted"].as_array().unwrap();
+    let first = conds[&format!("{}+ctrl", singles[0])]["predicted"].as_array().unwrap();
+    for (a, b) in again.iter().zip(first) {
+        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5);
+    }
+    // Bad conditions name the gene.
+    let o = run(&[
+        "perturb", "predict", "--model", s(&out.join("model")), "--conditions",
+        &format!("{}+NOPE", gene(0)), "--output", s(&dir.path().join("bad.json")),
+    ]);
+    fails_with(&o, &["NOPE", "not one of the model's 60 genes"]);
+    assert!(!dir.path().join("bad.json").exists());
+    let _ = panel;
+}
+
+#[test]
+fn perturb_fit_with_the_encoder_as_backbone_and_bad_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, panel, _) = screen(dir.path());
+    let model = random_model(dir.path(), &panel);
+    let out = dir.path().join("fit_bb");
+    ok(&run(&[
+        "perturb", "fit", "--input", s(&x), "--out", s(&out), "--model", s(&model),
+        "--epochs", "1", "--hidden", "8", "--pool", "12", "--split", "combo_seen2",
+    ]));
+    let r = json(&out.join("report.json"));
+    assert_eq!(r["settings"]["gene_embeddings"], "backbone");
+    assert_eq!(r["settings"]["backbone"]["pool_cells"], 12);
+    assert!(out.join("model/controls.safetensors").is_file());
+    // Predicting from the backbone folder needs no encoder.
+    ok(&run(&[
+        "perturb", "predict", "--model", s(&out.join("model")), "--conditions", "ctrl",
+        "--output", s(&dir.path().join("c.json")),
+    ]));
+    // Errors.
+    let o = run(&["perturb", "fit", "--input", s(&x), "--out", s(&dir.path().join("n"))]);
+    fails_with(&o, &["--model DIR", "--no-backbone"]);
+    let o = run(&[
+        "perturb", "fit", "--input", s(&x), "--out", s(&dir.path().join("n")), "--no-backbone",
+        "--condition-column", "perturbation",
+    ]);
+    fails_with(&o, &["no condition column 'perturbation'", "condition"]);
+    let o = run(&[
+        "perturb", "fit", "--input", s(&x), "--out", s(&dir.path().join("n")), "--no-backbone",
+        "--control-value", "control",
+    ]);
+    fails_with(&o, &["control"]);
+    assert!(!dir.path().join("n").exists());
+}
+
+#[test]
+fn insilico_knockout_of_an_unexpressed_gene_is_zero_and_batching_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, panel, ctrl) = screen(dir.path());
+    let model = random_model(dir.path(), &panel);
+    // A gene some of the first 12 cells lack and others express.
+    let mut src = open_source(&ctrl, &ReadOptions::default()).unwrap();
+    let names = src.gene_names().to_vec();
+    let dense = read_all(src.as_mut()).unwrap().to_dense(names.len());
+    let j = (0..names.len())
+        .find(|&j| {
+            let z = dense[..12].iter().filter(|r| r[j] == 0.0).count();
+            z > 0 && z < 12
+        })
+        .unwrap();
+    let other = (0..names.len()).find(|&k| k != j).unwrap();
+    let genes = format!("{},{}", names[j], names[other]);
+    let shifts = |bs: &str, tag: &str| -> Vec<Vec<f32>> {
+        let out = dir.path().join(format!("ins_{tag}.h5ad"));
+        ok(&run(&[
+            "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&out),
+            "--perturb-genes", &genes, "--max-cells", "12", "--batch-size", bs, "--quiet",
+        ]));
+        let tsv = std::fs::read_to_string(out.with_extension("tsv")).unwrap();
+        assert!(tsv.starts_with("rank\tgene\tmean_shift\tn_expressed"));
+        assert_eq!(tsv.lines().count(), 3);
+        let mut s = open_source(&out, &ReadOptions::default()).unwrap();
+        assert_eq!(s.gene_names(), [names[j].clone(), names[other].clone()]);
+        read_all(s.as_mut()).unwrap().to_dense(2)
+    };
+    let one = shifts("1", "one");
+    let many = shifts("8", "batched");
+    assert_eq!(one.len(), 12);
+    for (c, row) in one.iter().enumerate() {
+        if dense[c][j] == 0.0 {
+            assert_eq!(row[0], 0.0, "cell {c}: knockout of an unexpressed gene");
+        } else {
+            assert!(row[0] > 0.0, "cell {c}: a knockout of an expressed gene moves it");
+        }
+        for k in 0..2 {
+            assert!((row[k] - many[c][k]).abs() < 1e-6, "batching changed cell {c}");
+        }
+    }
+    // Over-expression moves every cell, expressed or not.
+    let out = dir.path().join("oe.h5ad");
+    ok(&run(&[
+        "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&out),
+        "--perturb-genes", &names[j], "--max-cells", "12", "--mode", "overexpress:4", "--quiet",
+    ]));
+    let mut so = open_source(&out, &ReadOptions::default()).unwrap();
+    let oe = read_all(so.as_mut()).unwrap().to_dense(1);
+    assert!(oe.iter().all(|r| r[0] > 0.0));
+    // Errors.
+    let bad = dir.path().join("bad.h5ad");
+    let o = run(&[
+        "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&bad),
+        "--perturb-genes", "NOPE",
+    ]);
+    fails_with(&o, &["'NOPE' is not in the model's gene list"]);
+    let o = run(&[
+        "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&bad),
+        "--all-genes", "--mode", "overexpress:-1",
+    ]);
+    fails_with(&o, &["FOLD must be"]);
+    assert!(!bad.exists());
+}
