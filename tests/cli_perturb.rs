@@ -104,8 +104,19 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
     let (x, panel, _) = screen(dir.path());
     let out = dir.path().join("fit");
     ok(&run(&[
-        "perturb", "fit", "--input", s(&x), "--out", s(&out), "--no-backbone", "--epochs", "2",
-        "--hidden", "8", "--pool", "20",
+        "perturb",
+        "fit",
+        "--input",
+        s(&x),
+        "--out",
+        s(&out),
+        "--no-backbone",
+        "--epochs",
+        "2",
+        "--hidden",
+        "8",
+        "--pool",
+        "20",
     ]));
     let p = json(&out.join("predictions.json"));
     let genes = p["genes"].as_array().unwrap();
@@ -157,8 +168,14 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
     let list = format!("{new_pair},{}+ctrl", singles[0]);
     let pred = dir.path().join("pred.json");
     ok(&run(&[
-        "perturb", "predict", "--model", s(&out.join("model")), "--conditions", &list,
-        "--output", s(&pred),
+        "perturb",
+        "predict",
+        "--model",
+        s(&out.join("model")),
+        "--conditions",
+        &list,
+        "--output",
+        s(&pred),
     ]));
     let q = json(&pred);
     assert_eq!(q["genes"].as_array().unwrap().len(), 60);
@@ -166,15 +183,25 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
     assert_eq!(qc.len(), 2);
     assert!(GROUPS.contains(&qc[&new_pair]["group"].as_str().unwrap()));
     // The single predicted again equals predictions.json (same pool, same batching).
-    let again = qc[&format!("{}+ctrl", singles[0])]["predicted"].as_array().unwrap();
-    let first = conds[&format!("{}+ctrl", singles[0])]["predicted"].as_array().unwrap();
+    let again = qc[&format!("{}+ctrl", singles[0])]["predicted"]
+        .as_array()
+        .unwrap();
+    let first = conds[&format!("{}+ctrl", singles[0])]["predicted"]
+        .as_array()
+        .unwrap();
     for (a, b) in again.iter().zip(first) {
         assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5);
     }
     // Bad conditions name the gene.
     let o = run(&[
-        "perturb", "predict", "--model", s(&out.join("model")), "--conditions",
-        &format!("{}+NOPE", gene(0)), "--output", s(&dir.path().join("bad.json")),
+        "perturb",
+        "predict",
+        "--model",
+        s(&out.join("model")),
+        "--conditions",
+        &format!("{}+NOPE", gene(0)),
+        "--output",
+        s(&dir.path().join("bad.json")),
     ]);
     fails_with(&o, &["NOPE", "not one of the model's 60 genes"]);
     assert!(!dir.path().join("bad.json").exists());
@@ -188,8 +215,22 @@ fn perturb_fit_with_the_encoder_as_backbone_and_bad_inputs() {
     let model = random_model(dir.path(), &panel);
     let out = dir.path().join("fit_bb");
     ok(&run(&[
-        "perturb", "fit", "--input", s(&x), "--out", s(&out), "--model", s(&model),
-        "--epochs", "1", "--hidden", "8", "--pool", "12", "--split", "combo_seen2",
+        "perturb",
+        "fit",
+        "--input",
+        s(&x),
+        "--out",
+        s(&out),
+        "--model",
+        s(&model),
+        "--epochs",
+        "1",
+        "--hidden",
+        "8",
+        "--pool",
+        "12",
+        "--split",
+        "combo_seen2",
     ]));
     let r = json(&out.join("report.json"));
     assert_eq!(r["settings"]["gene_embeddings"], "backbone");
@@ -197,20 +238,47 @@ fn perturb_fit_with_the_encoder_as_backbone_and_bad_inputs() {
     assert!(out.join("model/controls.safetensors").is_file());
     // Predicting from the backbone folder needs no encoder.
     ok(&run(&[
-        "perturb", "predict", "--model", s(&out.join("model")), "--conditions", "ctrl",
-        "--output", s(&dir.path().join("c.json")),
+        "perturb",
+        "predict",
+        "--model",
+        s(&out.join("model")),
+        "--conditions",
+        "ctrl",
+        "--output",
+        s(&dir.path().join("c.json")),
     ]));
     // Errors.
-    let o = run(&["perturb", "fit", "--input", s(&x), "--out", s(&dir.path().join("n"))]);
+    let o = run(&[
+        "perturb",
+        "fit",
+        "--input",
+        s(&x),
+        "--out",
+        s(&dir.path().join("n")),
+    ]);
     fails_with(&o, &["--model DIR", "--no-backbone"]);
     let o = run(&[
-        "perturb", "fit", "--input", s(&x), "--out", s(&dir.path().join("n")), "--no-backbone",
-        "--condition-column", "perturbation",
+        "perturb",
+        "fit",
+        "--input",
+        s(&x),
+        "--out",
+        s(&dir.path().join("n")),
+        "--no-backbone",
+        "--condition-column",
+        "perturbation",
     ]);
     fails_with(&o, &["no condition column 'perturbation'", "condition"]);
     let o = run(&[
-        "perturb", "fit", "--input", s(&x), "--out", s(&dir.path().join("n")), "--no-backbone",
-        "--control-value", "control",
+        "perturb",
+        "fit",
+        "--input",
+        s(&x),
+        "--out",
+        s(&dir.path().join("n")),
+        "--no-backbone",
+        "--control-value",
+        "control",
     ]);
     fails_with(&o, &["control"]);
     assert!(!dir.path().join("n").exists());
@@ -236,8 +304,20 @@ fn insilico_knockout_of_an_unexpressed_gene_is_zero_and_batching_changes_nothing
     let shifts = |bs: &str, tag: &str| -> Vec<Vec<f32>> {
         let out = dir.path().join(format!("ins_{tag}.h5ad"));
         ok(&run(&[
-            "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&out),
-            "--perturb-genes", &genes, "--max-cells", "12", "--batch-size", bs, "--quiet",
+            "insilico",
+            "--model",
+            s(&model),
+            "--input",
+            s(&ctrl),
+            "--output",
+            s(&out),
+            "--perturb-genes",
+            &genes,
+            "--max-cells",
+            "12",
+            "--batch-size",
+            bs,
+            "--quiet",
         ]));
         let tsv = std::fs::read_to_string(out.with_extension("tsv")).unwrap();
         assert!(tsv.starts_with("rank\tgene\tmean_shift\tn_expressed"));
@@ -253,17 +333,35 @@ fn insilico_knockout_of_an_unexpressed_gene_is_zero_and_batching_changes_nothing
         if dense[c][j] == 0.0 {
             assert_eq!(row[0], 0.0, "cell {c}: knockout of an unexpressed gene");
         } else {
-            assert!(row[0] > 0.0, "cell {c}: a knockout of an expressed gene moves it");
+            assert!(
+                row[0] > 0.0,
+                "cell {c}: a knockout of an expressed gene moves it"
+            );
         }
         for k in 0..2 {
-            assert!((row[k] - many[c][k]).abs() < 1e-6, "batching changed cell {c}");
+            assert!(
+                (row[k] - many[c][k]).abs() < 1e-6,
+                "batching changed cell {c}"
+            );
         }
     }
     // Over-expression moves every cell, expressed or not.
     let out = dir.path().join("oe.h5ad");
     ok(&run(&[
-        "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&out),
-        "--perturb-genes", &names[j], "--max-cells", "12", "--mode", "overexpress:4", "--quiet",
+        "insilico",
+        "--model",
+        s(&model),
+        "--input",
+        s(&ctrl),
+        "--output",
+        s(&out),
+        "--perturb-genes",
+        &names[j],
+        "--max-cells",
+        "12",
+        "--mode",
+        "overexpress:4",
+        "--quiet",
     ]));
     let mut so = open_source(&out, &ReadOptions::default()).unwrap();
     let oe = read_all(so.as_mut()).unwrap().to_dense(1);
@@ -271,13 +369,28 @@ fn insilico_knockout_of_an_unexpressed_gene_is_zero_and_batching_changes_nothing
     // Errors.
     let bad = dir.path().join("bad.h5ad");
     let o = run(&[
-        "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&bad),
-        "--perturb-genes", "NOPE",
+        "insilico",
+        "--model",
+        s(&model),
+        "--input",
+        s(&ctrl),
+        "--output",
+        s(&bad),
+        "--perturb-genes",
+        "NOPE",
     ]);
     fails_with(&o, &["'NOPE' is not in the model's gene list"]);
     let o = run(&[
-        "insilico", "--model", s(&model), "--input", s(&ctrl), "--output", s(&bad),
-        "--all-genes", "--mode", "overexpress:-1",
+        "insilico",
+        "--model",
+        s(&model),
+        "--input",
+        s(&ctrl),
+        "--output",
+        s(&bad),
+        "--all-genes",
+        "--mode",
+        "overexpress:-1",
     ]);
     fails_with(&o, &["FOLD must be"]);
     assert!(!bad.exists());

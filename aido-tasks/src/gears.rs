@@ -255,7 +255,11 @@ fn xavier<B: Backend, const D: usize>(
     device: &B::Device,
 ) -> Param<Tensor<B, D>> {
     let std = (2.0 / (fan_in + fan_out) as f64).sqrt();
-    Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, std), device))
+    Param::from_tensor(Tensor::random(
+        shape,
+        Distribution::Normal(0.0, std),
+        device,
+    ))
 }
 
 impl GearsConfig {
@@ -453,22 +457,22 @@ impl<B: Backend> Gears<B> {
             None => base,
             Some((cells, sums)) => {
                 let k = cells.len();
-            // GEARS stacks a lone perturbed cell twice (batch norm needs two rows).
-            let fused = if k == 1 {
-                self.pert_fuse
-                    .forward(Tensor::cat(vec![sums.clone(), sums], 0))
-                    .slice([0..1, 0..h])
-            } else {
-                self.pert_fuse.forward(sums)
-            };
-            let idx: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
-            let add = Tensor::<B, 2>::zeros([b, h], &device).select_assign(
-                0,
-                Tensor::from_data(TensorData::new(idx, [k]), &device),
-                fused,
-                burn::tensor::IndexingUpdateOp::Add,
-            );
-            base + add.unsqueeze_dim::<3>(1)
+                // GEARS stacks a lone perturbed cell twice (batch norm needs two rows).
+                let fused = if k == 1 {
+                    self.pert_fuse
+                        .forward(Tensor::cat(vec![sums.clone(), sums], 0))
+                        .slice([0..1, 0..h])
+                } else {
+                    self.pert_fuse.forward(sums)
+                };
+                let idx: Vec<i64> = cells.iter().map(|&c| c as i64).collect();
+                let add = Tensor::<B, 2>::zeros([b, h], &device).select_assign(
+                    0,
+                    Tensor::from_data(TensorData::new(idx, [k]), &device),
+                    fused,
+                    burn::tensor::IndexingUpdateOp::Add,
+                );
+                base + add.unsqueeze_dim::<3>(1)
             }
         };
         // 4. decoders.

@@ -147,7 +147,11 @@ pub fn cell_shifts<B: AttentionBackend>(
             let old = counts[p];
             counts[p] = new;
             let mut row = batch.row_mut(i + off);
-            fill(counts, total - old + new, row.as_slice_mut().ok_or_else(layout)?);
+            fill(
+                counts,
+                total - old + new,
+                row.as_slice_mut().ok_or_else(layout)?,
+            );
             counts[p] = old;
         }
         let e = embedder.embed(&batch)?.cells;

@@ -393,7 +393,10 @@ fn fill_groups(conds: &[Condition], split: &mut PerturbSplit) {
 /// A split the user gives: the part of every condition (an obs column of train / val / test,
 /// constant within a condition); groups by how many of a condition's genes occur in training
 /// conditions. The control must be in training.
-pub fn user_split(conds: &[Condition], parts: &BTreeMap<String, SplitPart>) -> Result<PerturbSplit> {
+pub fn user_split(
+    conds: &[Condition],
+    parts: &BTreeMap<String, SplitPart>,
+) -> Result<PerturbSplit> {
     check_unique(conds)?;
     let mut split = PerturbSplit::default();
     for c in conds {

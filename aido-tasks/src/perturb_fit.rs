@@ -574,7 +574,9 @@ pub fn fit<B: AutodiffBackend>(
     let mut optim = AdamConfig::new()
         .with_epsilon(1e-8)
         .with_weight_decay(Some(WeightDecayConfig::new(cfg.weight_decay as f32)))
-        .with_grad_clipping(Some(burn::optim::grad_clipping::GradientClippingConfig::Value(1.0)))
+        .with_grad_clipping(Some(
+            burn::optim::grad_clipping::GradientClippingConfig::Value(1.0),
+        ))
         .init::<B, Gears<B>>();
     let back = inputs.backbone.map(|f| (f, &slot));
     let inner_device = model.valid().indv_b1.val().device();
@@ -619,7 +621,15 @@ pub fn fit<B: AutodiffBackend>(
         let val_mse = if val.is_empty() {
             f64::NAN
         } else {
-            validation_mse(data, &valid, &val, &perts, back, &inner_graphs, cfg.batch_size)?
+            validation_mse(
+                data,
+                &valid,
+                &val,
+                &perts,
+                back,
+                &inner_graphs,
+                cfg.batch_size,
+            )?
         };
         let rec = FitEpoch {
             epoch,
@@ -904,8 +914,10 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<PerturbM
         .load(wp.clone(), device)
         .map_err(|e| ckpt_err(&wp.with_extension("mpk"), e))?;
     let model = info.config().init::<B>(device).load_record(record);
-    let (co, _) = crate::perturb::read_gene_graph(&dir.join("coexpression_graph.tsv"), &info.genes)?;
-    let (pe, _) = crate::perturb::read_gene_graph(&dir.join("perturbation_graph.tsv"), &info.genes)?;
+    let (co, _) =
+        crate::perturb::read_gene_graph(&dir.join("coexpression_graph.tsv"), &info.genes)?;
+    let (pe, _) =
+        crate::perturb::read_gene_graph(&dir.join("perturbation_graph.tsv"), &info.genes)?;
     let cp = dir.join("controls.safetensors");
     let bytes = fs::read(&cp).map_err(io(&cp))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(&cp, e))?;
@@ -916,11 +928,14 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<PerturbM
         if t.dtype() != safetensors::Dtype::F32 || t.shape() != shape {
             return Err(ckpt_err(
                 &cp,
-                format!("{name}: {:?} {:?}, expected F32 {shape:?}", t.dtype(), t.shape()),
+                format!(
+                    "{name}: {:?} {:?}, expected F32 {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                ),
             ));
         }
-        Ok(t
-            .data()
+        Ok(t.data()
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())
@@ -982,13 +997,9 @@ pub fn backbone_features<B: aido_model::attention::AttentionBackend>(
         .enumerate()
         .filter_map(|(j, p)| p.map(|p| (j, p)))
         .collect();
-    let embedder = aido_model::Embedder::new(
-        model,
-        device,
-        present,
-        aido_model::Pooling::PresentMean,
-    )?
-    .with_gene_positions(mapped.iter().map(|m| m.1).collect())?;
+    let embedder =
+        aido_model::Embedder::new(model, device, present, aido_model::Pooling::PresentMean)?
+            .with_gene_positions(mapped.iter().map(|m| m.1).collect())?;
     let d = embedder.hidden_size();
     let pre = aido_tokenize::PreprocessConfig::default();
     let s = vocab.seq_len();

@@ -209,15 +209,15 @@ pub fn simulate_perturbations(cfg: &PerturbSimConfig) -> Result<PerturbSim> {
         };
         for _ in 0..n {
             let z: Vec<f64> = (0..cfg.programs).map(|_| act.sample(&mut rng)).collect();
-            for j in 0..g {
-                logits[j] = base[j] + shift[j] + program[j].map_or(0.0, |p| loading[j] * z[p]);
+            for (j, l) in logits.iter_mut().enumerate() {
+                *l = base[j] + shift[j] + program[j].map_or(0.0, |p| loading[j] * z[p]);
             }
             let m = logits.iter().cloned().fold(f64::MIN, f64::max);
             let sum: f64 = logits.iter().map(|l| (l - m).exp()).sum();
             let l = lib.sample(&mut rng);
             let start = counts.data.len();
-            for j in 0..g {
-                let v = nb_draw(&mut rng, l * (logits[j] - m).exp() / sum, cfg.dispersion)
+            for (j, &lj) in logits.iter().enumerate() {
+                let v = nb_draw(&mut rng, l * (lj - m).exp() / sum, cfg.dispersion)
                     .map_err(|e| dist("counts", e))?;
                 if v > 0.0 {
                     counts.indices.push(j as u32);

@@ -40,7 +40,12 @@ fn edge(source: usize, target: usize, weight: f64) -> GeneEdge {
 fn sgconv_propagation_is_pyg_gcn_norm() {
     let dev = Default::default();
     // Node 0 has its own self-loop (weight 1, like GEARS's |r| = 1 self-edges); 1 and 2 do not.
-    let edges = [edge(0, 0, 1.0), edge(1, 0, 0.5), edge(2, 1, 0.8), edge(0, 2, 0.3)];
+    let edges = [
+        edge(0, 0, 1.0),
+        edge(1, 0, 0.5),
+        edge(2, 1, 0.8),
+        edge(0, 2, 0.3),
+    ];
     let g = SgGraph::<B>::new(&edges, 3, &dev).unwrap();
     let x = [[1.0f32, 2.0], [3.0, -1.0], [0.5, 4.0]];
     let xt = Tensor::<B, 2>::from_data(
@@ -98,16 +103,18 @@ fn loss_is_gears_loss_fct() {
                 w[r * 3 + j] = wt as f32;
                 let d = f64::from(pred[r][j] - y[r][j]);
                 let sy = f64::from((y[r][j] - ctrl[j]).signum() * f32::from(y[r][j] != ctrl[j]));
-                let sp = f64::from(
-                    (pred[r][j] - ctrl[j]).signum() * f32::from(pred[r][j] != ctrl[j]),
-                );
+                let sp =
+                    f64::from((pred[r][j] - ctrl[j]).signum() * f32::from(pred[r][j] != ctrl[j]));
                 want += wt * (d.powi(4) + lambda * (sy - sp).powi(2));
             }
         }
     }
     let t = |v: &[[f32; 3]]| {
         Tensor::<B, 2>::from_data(
-            TensorData::new(v.iter().flatten().copied().collect::<Vec<_>>(), [v.len(), 3]),
+            TensorData::new(
+                v.iter().flatten().copied().collect::<Vec<_>>(),
+                [v.len(), 3],
+            ),
             &dev,
         )
     };
@@ -129,7 +136,12 @@ fn small_model(mode: CoexpressionMode) -> (Gears<B>, GearsGraphs<B>) {
         .with_hidden(8)
         .with_coexpression(mode)
         .init::<B>(&dev);
-    let co = [edge(0, 1, 0.9), edge(1, 0, 0.9), edge(2, 3, 0.7), edge(4, 5, 0.6)];
+    let co = [
+        edge(0, 1, 0.9),
+        edge(1, 0, 0.9),
+        edge(2, 3, 0.7),
+        edge(4, 5, 0.6),
+    ];
     let pe = [edge(0, 2, 0.5), edge(3, 1, 0.4), edge(5, 4, 0.3)];
     (model, GearsGraphs::new(&co, &pe, 6, &dev).unwrap())
 }
@@ -152,7 +164,10 @@ fn doubles_are_summed_and_every_gene_reaches_the_model() {
     for j in 0..h {
         let sum = s[j] + s[h + j];
         assert!((s[2 * h + j] - sum).abs() < 1e-6, "double ≠ sum of singles");
-        assert!((s[3 * h + j] - sum).abs() < 1e-6, "order of the genes matters");
+        assert!(
+            (s[3 * h + j] - sum).abs() < 1e-6,
+            "order of the genes matters"
+        );
     }
     // Through the whole model: each gene changes the output, and so does adding the other.
     let out = |p: Vec<usize>| host(m.forward(x_rows(1), &[p], None, &graphs).unwrap());
@@ -162,7 +177,10 @@ fn doubles_are_summed_and_every_gene_reaches_the_model() {
     assert!(differ(&ab, &a) && differ(&ab, &b));
     // Every gene of the table reaches the model.
     for g in 0..6 {
-        assert!(differ(&c, &out(vec![g])), "perturbing gene {g} changes nothing");
+        assert!(
+            differ(&c, &out(vec![g])),
+            "perturbing gene {g} changes nothing"
+        );
     }
     // An index outside the genes is an error, not a panic.
     assert!(m.forward(x_rows(1), &[vec![6]], None, &graphs).is_err());
@@ -180,14 +198,26 @@ fn first_cell_quirk_and_its_correction() {
         let x: Vec<f32> = [0.1f32, 0.5, 0.9, 0.0, 1.2, 0.3].repeat(2);
         let x = Tensor::<B, 2>::from_data(TensorData::new(x, [2, 6]), &Default::default());
         let y = host(m.forward(x, &[vec![], vec![]], None, &graphs).unwrap());
-        let same = y[..6].iter().zip(&y[6..]).all(|(a, b)| (a - b).abs() < 1e-6);
+        let same = y[..6]
+            .iter()
+            .zip(&y[6..])
+            .all(|(a, b)| (a - b).abs() < 1e-6);
         assert_eq!(same, equal, "mode {mode:?}");
     }
 }
 
-fn write_h5ad(dir: &std::path::Path, conditions: &[&str], counts: &[Vec<f32>]) -> std::path::PathBuf {
+fn write_h5ad(
+    dir: &std::path::Path,
+    conditions: &[&str],
+    counts: &[Vec<f32>],
+) -> std::path::PathBuf {
     let g = counts[0].len();
-    write_named(dir, conditions, counts, (0..g).map(|j| format!("G{j}")).collect())
+    write_named(
+        dir,
+        conditions,
+        counts,
+        (0..g).map(|j| format!("G{j}")).collect(),
+    )
 }
 
 fn write_named(
@@ -233,18 +263,38 @@ fn load(p: &std::path::Path) -> aido_tasks::Result<PerturbData> {
 fn bad_screens_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let rows = |n: usize| vec![vec![1.0f32, 2.0, 3.0]; n];
-    let err = |c: &[&str], r: &[Vec<f32>]| load(&write_h5ad(dir.path(), c, r)).unwrap_err().to_string();
-    let e = err(&["ctrl", "ctrl", "ctrl", "NOPE+ctrl", "NOPE+ctrl", "NOPE+ctrl"], &rows(6));
-    assert!(e.contains("NOPE") && e.contains("not one of the file's 3 genes"), "{e}");
+    let err =
+        |c: &[&str], r: &[Vec<f32>]| load(&write_h5ad(dir.path(), c, r)).unwrap_err().to_string();
+    let e = err(
+        &[
+            "ctrl",
+            "ctrl",
+            "ctrl",
+            "NOPE+ctrl",
+            "NOPE+ctrl",
+            "NOPE+ctrl",
+        ],
+        &rows(6),
+    );
+    assert!(
+        e.contains("NOPE") && e.contains("not one of the file's 3 genes"),
+        "{e}"
+    );
     let e = err(&["G1+ctrl", "G1+ctrl", "G1+ctrl"], &rows(3));
     assert!(e.contains("no control cells"), "{e}");
     let e = err(&["ctrl", "ctrl", "ctrl", "G1+ctrl"], &rows(4));
     assert!(e.contains("\"G1+ctrl\" has 1 cell"), "{e}");
     let mut r = rows(6);
     r[4][1] = 0.37;
-    let e = err(&["ctrl", "ctrl", "ctrl", "G1+ctrl", "G1+ctrl", "G1+ctrl"], &r);
+    let e = err(
+        &["ctrl", "ctrl", "ctrl", "G1+ctrl", "G1+ctrl", "G1+ctrl"],
+        &r,
+    );
     assert!(e.contains("cell 4 ('c4')") && e.contains("--layer"), "{e}");
-    let e = err(&["ctrl", "ctrl", "ctrl", "G1+G1", "G1+G1", "G1+G1"], &rows(6));
+    let e = err(
+        &["ctrl", "ctrl", "ctrl", "G1+G1", "G1+G1", "G1+G1"],
+        &rows(6),
+    );
     assert!(e.contains("the same gene twice"), "{e}");
     // A good one: log-normalization is ln(1 + c / total · 1e4).
     let d = load(&write_h5ad(
@@ -337,7 +387,8 @@ fn fit_save_load_predict_round_trip() {
     }
     let inner = graphs.to_device::<B>(&dev);
     let lists = vec![vec![], data.pert_indices(&data.conditions[1]).unwrap()];
-    let before = perturb_fit::predict_means(&fitted.model, &inner, &pool_x, None, &lists, 4).unwrap();
+    let before =
+        perturb_fit::predict_means(&fitted.model, &inner, &pool_x, None, &lists, 4).unwrap();
     let info = perturb_fit::PerturbModelInfo {
         format: perturb_fit::MODEL_FORMAT.into(),
         genes: data.genes.clone(),
@@ -361,7 +412,8 @@ fn fit_save_load_predict_round_trip() {
     perturb_fit::save_model(&folder, &m).unwrap();
     let back: perturb_fit::PerturbModel<B> = perturb_fit::load_model(&folder, &dev).unwrap();
     let after =
-        perturb_fit::predict_means(&back.model, &back.graphs, &back.pool_x, None, &lists, 4).unwrap();
+        perturb_fit::predict_means(&back.model, &back.graphs, &back.pool_x, None, &lists, 4)
+            .unwrap();
     for (x, y) in before.iter().flatten().zip(after.iter().flatten()) {
         assert!((x - y).abs() < 1e-5, "{x} vs {y}");
     }

@@ -295,13 +295,7 @@ impl H5adWriter {
             &self.obs.names,
             &self.obs.columns,
         )?;
-        dataframe(
-            &mut fb,
-            "var",
-            "_index",
-            &self.var_names,
-            &self.var_columns,
-        )?;
+        dataframe(&mut fb, "var", "_index", &self.var_names, &self.var_columns)?;
         let mut obsm = dict(&mut fb, "obsm");
         for (k, m) in &self.obsm {
             dense(obsm.create_dataset(k), m);

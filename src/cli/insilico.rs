@@ -16,8 +16,8 @@ use aido_model::attention::AttentionBackend;
 use aido_model::backend::DeviceKind;
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{Embedder, Pooling};
-use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
 use aido_tasks::insilico::{InsilicoMode, cell_shifts};
+use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
 use aido_tokenize::{
     AlignOptions, GeneAlignment, GeneVocab, ObsColumn, PreprocessConfig, ReadOptions, open_source,
 };
@@ -40,7 +40,12 @@ pub(crate) struct InsilicoArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// Comma-separated genes to perturb (symbols of the model's gene list, measured in the file).
-    #[arg(long, value_delimiter = ',', required_unless_present = "all_genes", conflicts_with = "all_genes")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "all_genes",
+        conflicts_with = "all_genes"
+    )]
     pub perturb_genes: Vec<String>,
     /// Perturb every gene of the model's list that the file measures.
     #[arg(long)]
@@ -163,10 +168,7 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
     if targets.is_empty() {
         bail!("no gene to perturb");
     }
-    let n_cells = a
-        .max_cells
-        .unwrap_or(usize::MAX)
-        .min(source.n_cells());
+    let n_cells = a.max_cells.unwrap_or(usize::MAX).min(source.n_cells());
     let k = targets.len();
     let embedder = Embedder::new(model.bert, device, present, Pooling::PresentMean)?;
     let pre = PreprocessConfig::default();
@@ -315,7 +317,10 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
             tsv_path.display()
         );
         for &t in order.iter().take(5) {
-            println!("  {:<16} mean shift {:.3e} ({} cells express it)", names[t], mean[t], n_expr[t]);
+            println!(
+                "  {:<16} mean shift {:.3e} ({} cells express it)",
+                names[t], mean[t], n_expr[t]
+            );
         }
     }
     Ok(())

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use aido_model::attention::AttentionBackend;
 use aido_model::backend::DeviceKind;
+use aido_model::burn::backend::Autodiff;
+use aido_model::burn::tensor::backend::{AutodiffBackend, Backend};
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_tasks::gears::{CoexpressionMode, GearsConfig, GearsGraphs};
 use aido_tasks::perturb::{
@@ -19,8 +21,6 @@ use aido_tasks::perturb_fit::{
 };
 use aido_tokenize::{GeneVocab, ReadOptions, open_source};
 use anyhow::{Context, Result, bail};
-use aido_model::burn::backend::Autodiff;
-use aido_model::burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Args, Subcommand};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -167,7 +167,11 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<Value> {
     }
 }
 
-fn make_split(a: &FitArgs, data: &PerturbData, obs: &aido_tokenize::ObsTable) -> Result<PerturbSplit> {
+fn make_split(
+    a: &FitArgs,
+    data: &PerturbData,
+    obs: &aido_tokenize::ObsTable,
+) -> Result<PerturbSplit> {
     let seed = u32::try_from(a.seed).context("--seed must fit in 32 bits (numpy's seed)")?;
     Ok(match a.split.as_str() {
         "simulation" => perturb::simulation_split(
@@ -240,7 +244,8 @@ fn coexpression_edges(
         cells.sort_unstable();
     }
     let x = data.dense_f64(&cells);
-    let edges = perturb::coexpression_graph(&x, data.n_genes(), a.coexpress_threshold, a.coexpress_k)?;
+    let edges =
+        perturb::coexpression_graph(&x, data.n_genes(), a.coexpress_threshold, a.coexpress_k)?;
     Ok((edges, cells.len()))
 }
 
@@ -392,8 +397,14 @@ where
             ctrl.truncate(a.pool.min(cap));
             ctrl.sort_unstable();
             let t = Instant::now();
-            let (f, missing) =
-                perturb_fit::backbone_features(model.bert, device.clone(), &vocab, &data, &ctrl, 8)?;
+            let (f, missing) = perturb_fit::backbone_features(
+                model.bert,
+                device.clone(),
+                &vocab,
+                &data,
+                &ctrl,
+                8,
+            )?;
             if verbose {
                 println!(
                     "backbone {}: gene embeddings [{} control cells × {g} genes × {d}] in {:.1} s ({missing} of the data's genes not in the model's list: zero embedding)",
@@ -540,11 +551,23 @@ where
     let report = json!({"groups": groups, "settings": settings});
     // Outputs.
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let predictions = predictions_json(&data.genes, data.conditions.iter().zip(&means).map(|(c, m)| {
-        let part = split.part.get(&c.name).copied().flatten();
-        let group = split.group.get(&c.name).copied().unwrap_or(PertGroup::SeenSingle);
-        (c.name.clone(), part.map_or("held_out", SplitPart::as_str).to_string(), group, m.as_slice())
-    }));
+    let predictions = predictions_json(
+        &data.genes,
+        data.conditions.iter().zip(&means).map(|(c, m)| {
+            let part = split.part.get(&c.name).copied().flatten();
+            let group = split
+                .group
+                .get(&c.name)
+                .copied()
+                .unwrap_or(PertGroup::SeenSingle);
+            (
+                c.name.clone(),
+                part.map_or("held_out", SplitPart::as_str).to_string(),
+                group,
+                m.as_slice(),
+            )
+        }),
+    );
     write_json(&a.out.join("predictions.json"), &predictions)?;
     write_json(&a.out.join("report.json"), &report)?;
     let parts: BTreeMap<String, String> = data
@@ -552,7 +575,10 @@ where
         .iter()
         .map(|c| {
             let p = split.part.get(&c.name).copied().flatten();
-            (c.name.clone(), p.map_or("held_out", SplitPart::as_str).to_string())
+            (
+                c.name.clone(),
+                p.map_or("held_out", SplitPart::as_str).to_string(),
+            )
         })
         .collect();
     let info = PerturbModelInfo {
@@ -780,7 +806,11 @@ pub(crate) fn write_simulated_screen(
         c.var_columns = w.var_columns.clone();
         c.x = Some(XMatrix::Csr { csr, n_cols: g });
         c.write(path)?;
-        println!("wrote the {} control cells to {}", keep.len(), path.display());
+        println!(
+            "wrote the {} control cells to {}",
+            keep.len(),
+            path.display()
+        );
     }
     w.x = Some(XMatrix::Csr {
         csr: sim.counts,
