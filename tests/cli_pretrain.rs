@@ -321,3 +321,52 @@ fn normalized_input_is_refused_naming_the_value() {
     );
     assert!(!dir.path().join("run").join("metrics.jsonl").exists());
 }
+
+/// `aido pretrain --layer counts` reads raw counts kept in a layer when X is log-normalized
+/// (before, pretrain had no --layer: such a file could not be pretrained on).
+#[test]
+fn pretrain_reads_counts_from_a_layer() {
+    use aido::tokenize::h5ad_out::{H5adWriter, XMatrix};
+    use aido::tokenize::{ReadOptions, open_source, read_all};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+    let mut src = open_source(&data, &ReadOptions::default()).unwrap();
+    let names = src.gene_names().to_vec();
+    let obs = src.obs().clone();
+    let counts = read_all(src.as_mut()).unwrap();
+    let mut lognorm = counts.clone();
+    for c in 0..counts.n_cells() {
+        let (a, b) = (counts.indptr[c], counts.indptr[c + 1]);
+        let total: f32 = counts.data[a..b].iter().sum();
+        for v in &mut lognorm.data[a..b] {
+            *v = (*v / total * 1e4).ln_1p();
+        }
+    }
+    let g = names.len();
+    let mut w = H5adWriter::new(obs, names);
+    w.x = Some(XMatrix::Csr {
+        csr: lognorm,
+        n_cols: g,
+    });
+    w.layers = vec![(
+        "counts".into(),
+        XMatrix::Csr {
+            csr: counts,
+            n_cols: g,
+        },
+    )];
+    let file = dir.path().join("layered.h5ad");
+    w.write(&file).unwrap();
+    let o = pretrain(&file, &genes, &dir.path().join("x"), &["--steps", "2"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("non-integer"));
+    run_ok(&mut pretrain(
+        &file,
+        &genes,
+        &dir.path().join("y"),
+        &["--steps", "2", "--layer", "counts"],
+    ));
+    assert!(dir.path().join("y/model.safetensors").is_file());
+}

@@ -200,6 +200,15 @@ impl<B: AttentionBackend> Embedder<B> {
                 self.present.len()
             )));
         }
+        if b == 0 {
+            // A window whose cells were all skipped (`--skip-empty`): nothing to run.
+            let h = self.hidden_size();
+            return Ok(Embeddings {
+                cells: Array2::zeros((0, h)),
+                genes: (!self.gene_positions.is_empty())
+                    .then(|| Array3::zeros((0, self.gene_positions.len(), h))),
+            });
+        }
         let data: Vec<f32> = values.iter().copied().collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(data, [b, s]), &self.device);
         let h = self.model.forward(x, false).last_hidden_state;

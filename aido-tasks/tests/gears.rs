@@ -424,3 +424,41 @@ fn perturb_fit_coexpression(data: &PerturbData) -> Vec<GeneEdge> {
     let ctrl = data.cells_of(data.control);
     aido_tasks::perturb::coexpression_graph(&data.dense_f64(&ctrl), data.n_genes(), 0.4, 5).unwrap()
 }
+
+/// A user split: parts from the map, groups by how many genes occur in training conditions,
+/// the control refused outside training.
+#[test]
+fn user_split_groups_and_control_rule() {
+    use aido_tasks::perturb::{Condition, PertGroup, SplitPart, user_split};
+    let conds: Vec<Condition> = ["ctrl", "A+ctrl", "B+ctrl", "C+ctrl", "A+B", "A+C", "C+D"]
+        .iter()
+        .map(|c| Condition::parse(c, "ctrl").unwrap())
+        .collect();
+    let mut parts: BTreeMap<String, SplitPart> = BTreeMap::new();
+    for (c, p) in [
+        ("ctrl", SplitPart::Train),
+        ("A+ctrl", SplitPart::Train),
+        ("B+ctrl", SplitPart::Train),
+        ("C+ctrl", SplitPart::Test),
+        ("A+B", SplitPart::Test),
+        ("A+C", SplitPart::Val),
+        ("C+D", SplitPart::Test),
+    ] {
+        parts.insert(c.into(), p);
+    }
+    let s = user_split(&conds, &parts).unwrap();
+    assert_eq!(s.group["C+ctrl"], PertGroup::UnseenSingle);
+    assert_eq!(s.group["A+B"], PertGroup::ComboSeen2);
+    assert_eq!(s.group["A+C"], PertGroup::ComboSeen1);
+    assert_eq!(s.group["C+D"], PertGroup::ComboSeen0);
+    assert_eq!(s.part["A+C"], Some(SplitPart::Val));
+    parts.insert("ctrl".into(), SplitPart::Test);
+    assert!(
+        user_split(&conds, &parts)
+            .unwrap_err()
+            .to_string()
+            .contains("must be in train")
+    );
+    parts.remove("A+B");
+    assert!(user_split(&conds, &parts).is_err());
+}

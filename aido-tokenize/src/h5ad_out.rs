@@ -39,6 +39,8 @@ pub struct H5adWriter {
     pub var_columns: Vec<(String, ObsColumn)>,
     /// The main matrix `[n_obs, n_var]`, or none.
     pub x: Option<XMatrix>,
+    /// Named `[n_obs, n_var]` matrices stored in `layers`.
+    pub layers: Vec<(String, XMatrix)>,
     /// Named `[n_obs, k]` matrices stored in `obsm`.
     pub obsm: Vec<(String, Array2<f32>)>,
     /// Named string entries stored in `uns` (provenance).
@@ -114,6 +116,35 @@ pub(crate) fn dense(d: &mut DatasetBuilder, m: &Array2<f32>) {
             .with_deflate(4);
     }
     tag(d, "array", "0.2.0");
+}
+
+/// A `csr_matrix` group (anndata's encoding) filled into `g`.
+fn csr_group(mut g: GroupBuilder, csr: &CsrChunk, n_cols: usize) -> hdf5_pure::FinishedGroup {
+    g.set_attr("encoding-type", s("csr_matrix"));
+    g.set_attr("encoding-version", s("0.1.0"));
+    g.set_attr(
+        "shape",
+        AttrValue::I64Array(vec![csr.n_cells() as i64, n_cols as i64]),
+    );
+    let nnz = csr.data.len();
+    let c = chunk_1d(nnz.min(65_535));
+    let d = g.create_dataset("data");
+    d.with_f32_data(&csr.data);
+    if nnz > 0 {
+        d.with_chunks(&[c]).with_deflate(4);
+    }
+    let idx: Vec<i32> = csr.indices.iter().map(|&j| j as i32).collect();
+    let d = g.create_dataset("indices");
+    d.with_i32_data(&idx);
+    if nnz > 0 {
+        d.with_chunks(&[c]).with_deflate(4);
+    }
+    let ptr: Vec<i64> = csr.indptr.iter().map(|&p| p as i64).collect();
+    let d = g.create_dataset("indptr");
+    d.with_i64_data(&ptr)
+        .with_chunks(&[chunk_1d(ptr.len().min(65_535))])
+        .with_deflate(4);
+    g.finish()
 }
 
 fn dict(fb: &mut FileBuilder, name: &str) -> GroupBuilder {
@@ -196,6 +227,7 @@ impl H5adWriter {
             var_names,
             var_columns: Vec::new(),
             x: None,
+            layers: Vec::new(),
             obsm: Vec::new(),
             uns: Vec::new(),
         }
@@ -239,6 +271,20 @@ impl H5adWriter {
             }
             _ => {}
         }
+        for (k, m) in &self.layers {
+            let dims = match m {
+                XMatrix::Csr { csr, n_cols } => (csr.n_cells(), *n_cols),
+                XMatrix::Dense(m) => m.dim(),
+            };
+            if dims != (n, self.var_names.len()) {
+                return Err(TokenizeError::InvalidArgument(format!(
+                    "layer '{k}' is {}×{}, obs × var is {n}×{}",
+                    dims.0,
+                    dims.1,
+                    self.var_names.len()
+                )));
+            }
+        }
         for (k, m) in &self.obsm {
             if m.nrows() != n {
                 return Err(TokenizeError::InvalidArgument(format!(
@@ -258,32 +304,8 @@ impl H5adWriter {
         fb.set_attr("encoding-version", s("0.1.0"));
         match &self.x {
             Some(XMatrix::Csr { csr, n_cols }) => {
-                let mut g = fb.create_group("X");
-                g.set_attr("encoding-type", s("csr_matrix"));
-                g.set_attr("encoding-version", s("0.1.0"));
-                g.set_attr(
-                    "shape",
-                    AttrValue::I64Array(vec![csr.n_cells() as i64, *n_cols as i64]),
-                );
-                let nnz = csr.data.len();
-                let c = chunk_1d(nnz.min(65_535));
-                let d = g.create_dataset("data");
-                d.with_f32_data(&csr.data);
-                if nnz > 0 {
-                    d.with_chunks(&[c]).with_deflate(4);
-                }
-                let idx: Vec<i32> = csr.indices.iter().map(|&j| j as i32).collect();
-                let d = g.create_dataset("indices");
-                d.with_i32_data(&idx);
-                if nnz > 0 {
-                    d.with_chunks(&[c]).with_deflate(4);
-                }
-                let ptr: Vec<i64> = csr.indptr.iter().map(|&p| p as i64).collect();
-                let d = g.create_dataset("indptr");
-                d.with_i64_data(&ptr)
-                    .with_chunks(&[chunk_1d(ptr.len().min(65_535))])
-                    .with_deflate(4);
-                fb.add_group(g.finish());
+                let g = fb.create_group("X");
+                fb.add_group(csr_group(g, csr, *n_cols));
             }
             Some(XMatrix::Dense(m)) => dense(fb.create_dataset("X"), m),
             None => {}
@@ -308,7 +330,18 @@ impl H5adWriter {
             tag(d, "string", "0.2.0");
         }
         fb.add_group(uns.finish());
-        for name in ["layers", "obsp", "varm", "varp"] {
+        let mut layers = dict(&mut fb, "layers");
+        for (k, m) in &self.layers {
+            match m {
+                XMatrix::Csr { csr, n_cols } => {
+                    let g = layers.create_group(k);
+                    layers.add_group(csr_group(g, csr, *n_cols));
+                }
+                XMatrix::Dense(m) => dense(layers.create_dataset(k), m),
+            }
+        }
+        fb.add_group(layers.finish());
+        for name in ["obsp", "varm", "varp"] {
             let g = dict(&mut fb, name);
             fb.add_group(g.finish());
         }

@@ -124,6 +124,29 @@ impl Entries {
         if dims.len() != 3 {
             return Err(bad(line_no, format!("bad size line '{}'", line.trim())));
         }
+        // The size line is untrusted: bound it before anything is allocated from it.
+        let limit = u32::MAX as usize;
+        if dims[0] > limit || dims[1] > limit {
+            return Err(bad(
+                line_no,
+                format!(
+                    "size line '{}': more than {limit} rows or columns",
+                    line.trim()
+                ),
+            ));
+        }
+        if dims[0].checked_mul(dims[1]).is_none_or(|cap| dims[2] > cap) {
+            return Err(bad(
+                line_no,
+                format!(
+                    "size line '{}': {} entries cannot fit a {}×{} matrix",
+                    line.trim(),
+                    dims[2],
+                    dims[0],
+                    dims[1]
+                ),
+            ));
+        }
         Ok((
             Entries {
                 reader,
@@ -311,7 +334,17 @@ impl MtxSource {
             n_rows
         };
         let genes_are_rows = entries.genes_are_rows;
-        let mut counts_per_cell = vec![0usize; n_cells];
+        let mut counts_per_cell: Vec<usize> = Vec::new();
+        counts_per_cell
+            .try_reserve_exact(n_cells)
+            .map_err(|_| TokenizeError::ShapeMismatch {
+                path: matrix.clone(),
+                object: "matrix.mtx".into(),
+                detail: format!(
+                    "the size line announces {n_cells} cells: cannot allocate their counts"
+                ),
+            })?;
+        counts_per_cell.resize(n_cells, 0);
         let mut grouped = true;
         let mut last_cell = 0usize;
         let mut seen = 0usize;
@@ -345,6 +378,9 @@ impl MtxSource {
             let mut indices = vec![0u32; nnz];
             let mut data = vec![0f32; nnz];
             while let Some((cell, gene, v)) = entries.next_entry()? {
+                if fill[cell] >= indptr[cell + 1] {
+                    return Err(changed(&matrix));
+                }
                 indices[fill[cell]] = gene;
                 data[fill[cell]] = v;
                 fill[cell] += 1;
@@ -384,6 +420,15 @@ impl MtxSource {
             mode,
             next_cell: 0,
         })
+    }
+}
+
+/// The matrix no longer matches what its first pass counted.
+fn changed(path: &Path) -> TokenizeError {
+    TokenizeError::ShapeMismatch {
+        path: path.to_path_buf(),
+        object: "matrix.mtx".into(),
+        detail: "the file changed since it was first read (entries moved between cells)".into(),
     }
 }
 
@@ -437,6 +482,9 @@ impl CellSource for MtxSource {
                         line: entries.line_no,
                         detail: "the file ended early".into(),
                     })?;
+                    if e.0 < start || e.0 >= end {
+                        return Err(changed(&entries.path));
+                    }
                     chunk.indices.push(e.1);
                     chunk.data.push(e.2);
                 }

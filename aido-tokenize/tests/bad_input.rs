@@ -303,3 +303,28 @@ fn vocabulary_errors() {
     std::fs::write(&p, "symbol\nA\n").unwrap();
     assert!(GeneVocab::from_tsv(&p).is_err());
 }
+
+/// A Matrix Market size line is untrusted: a huge announced size is a typed error, not an
+/// allocation that aborts the process (before the fix, `vec![0; n_cells]` from the size line).
+#[test]
+fn mtx_size_line_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("features.tsv"), "G0\tG0\nG1\tG1\n").unwrap();
+    let cases = [
+        ("2 99999999999999999 1\n1 1 3\n", "more than"),
+        ("2 3 7\n1 1 3\n", "cannot fit"),
+        ("2 3 2\n1 1 3\n", "the file holds 1"),
+    ];
+    for (body, needle) in cases {
+        std::fs::write(
+            dir.path().join("matrix.mtx"),
+            format!("%%MatrixMarket matrix coordinate integer general\n{body}"),
+        )
+        .unwrap();
+        let e = open_source(dir.path(), &ReadOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+}

@@ -51,23 +51,39 @@ impl MetricsLog {
     }
 
     /// Continues a log after a resume from `step`: lines with a larger step (written after the
-    /// checkpoint by the interrupted run) are dropped, so the log reads as one run.
+    /// checkpoint by the interrupted run) are dropped, so the log reads as one run. A torn last
+    /// line (the interrupted run died mid-write, or the disk filled: no final newline and not
+    /// valid JSON) is dropped too; a malformed line anywhere else is an error naming it.
     pub fn resume(path: &Path, step: u64) -> Result<Self> {
         let text = if path.exists() {
             fs::read_to_string(path).map_err(io(path))?
         } else {
             String::new()
         };
+        let torn_tail = !text.is_empty() && !text.ends_with('\n');
+        let n_lines = text.lines().count();
         let mut keep = String::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let m: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| TrainError::Checkpoint {
-                    path: path.to_path_buf(),
-                    detail: format!("line {}: {e}", i + 1),
-                })?;
+            let m: serde_json::Value = match serde_json::from_str(line) {
+                Ok(m) => m,
+                Err(_) if torn_tail && i + 1 == n_lines => {
+                    tracing::warn!(
+                        "{}: dropping the torn last line {} of the interrupted run",
+                        path.display(),
+                        i + 1
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    return Err(TrainError::Checkpoint {
+                        path: path.to_path_buf(),
+                        detail: format!("line {}: {e}", i + 1),
+                    });
+                }
+            };
             let s = m.get("step").and_then(serde_json::Value::as_u64);
             if s.is_some_and(|s| s <= step) {
                 keep.push_str(line);
@@ -116,4 +132,47 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn line(step: u64) -> String {
+        let m = StepMetrics {
+            step,
+            train_loss: 1.0,
+            val_loss: None,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            cells_per_s: 10.0,
+            cells_seen: step * 8,
+        };
+        serde_json::to_string(&m).unwrap() + "\n"
+    }
+
+    /// A run killed mid-write leaves a torn last line; resuming drops it (it failed before the
+    /// fix: "line 3: EOF while parsing") but still refuses a malformed line elsewhere.
+    #[test]
+    fn resume_drops_a_torn_last_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        let full = line(3);
+        fs::write(
+            &p,
+            format!("{}{}{}", line(1), line(2), &full[..full.len() / 2]),
+        )
+        .unwrap();
+        let mut log = MetricsLog::resume(&p, 2).unwrap();
+        log.write(&read_metrics(&p).unwrap()[1]).unwrap();
+        let back = read_metrics(&p).unwrap();
+        assert_eq!(
+            back.iter().map(|m| m.step).collect::<Vec<_>>(),
+            vec![1, 2, 2]
+        );
+        fs::write(&p, format!("{}{{broken\n{}", line(1), line(2))).unwrap();
+        let e = MetricsLog::resume(&p, 2).err().unwrap().to_string();
+        assert!(e.contains("line 2"), "{e}");
+    }
 }

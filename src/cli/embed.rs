@@ -239,6 +239,11 @@ fn embed_with_model<B: AttentionBackend>(
     let mut genes: Vec<f32> = Vec::new();
     let mut kept: Vec<usize> = Vec::with_capacity(n_cells);
     while let Some(batch) = tok.next_batch(a.batch_size)? {
+        if batch.cells.is_empty() {
+            // Every cell of the window was skipped (--skip-empty): no zero-row forward.
+            pb.set_position(tok.stats().cells_read as u64);
+            continue;
+        }
         let emb = match embedder.embed(&batch.values) {
             Ok(e) => e,
             Err(aido_model::ModelError::NonFinite { cell, what }) => {

@@ -503,6 +503,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         config: None,
         resume: false,
         gene_column: None,
+        layer: None,
         device: aido_model::DeviceKind::Cpu,
         quiet: false,
     };

@@ -77,6 +77,10 @@ pub(crate) struct PretrainArgs {
     /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
     #[arg(long)]
     pub gene_column: Option<String>,
+    /// Read `layers/NAME` of every h5ad input instead of X (e.g. `counts` when X holds
+    /// log-normalized values).
+    #[arg(long)]
+    pub layer: Option<String>,
     /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
@@ -179,7 +183,7 @@ where
     let genes = aido_tokenize::GeneVocab::from_tsv(&a.genes)?;
     let read = ReadOptions {
         gene_column: a.gene_column.clone(),
-        layer: None,
+        layer: a.layer.clone(),
     };
     let corpus = CellCorpus::load(&a.data, &genes, &read)?;
     for s in corpus.sets() {
