@@ -47,7 +47,7 @@ fn main() -> Result<()> {
     for i in 0..n_cells {
         let row = values[i * s..(i + 1) * s].to_vec();
         let input = Tensor::<aido::model::Cpu, 2>::from_data(TensorData::new(row, [1, s]), &device);
-        let h = model.bert.forward(input, false).last_hidden_state;
+        let h = model.bert.forward(input, false)?.last_hidden_state;
         let v: Vec<f32> = h
             .into_data()
             .into_vec()

@@ -99,7 +99,7 @@ fn step<B: AutodiffBackend + AttentionBackend>(a: &Args) -> Result<serde_json::V
         .init::<B, AidoCell<B>>();
 
     let t0 = Instant::now();
-    let h = model.bert.forward(x, false).last_hidden_state;
+    let h = model.bert.forward(x, false)?.last_hidden_state;
     let pred = model.head(h).context("internal: model without head")?;
     let loss = masked_mse(pred, target, w, example.n_masked);
     let loss_value: f32 = loss

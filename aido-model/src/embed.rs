@@ -211,7 +211,7 @@ impl<B: AttentionBackend> Embedder<B> {
         }
         let data: Vec<f32> = values.iter().copied().collect();
         let x = Tensor::<B, 2>::from_data(TensorData::new(data, [b, s]), &self.device);
-        let h = self.model.forward(x, false).last_hidden_state;
+        let h = self.model.forward(x, false)?.last_hidden_state;
         let genes = if self.gene_positions.is_empty() {
             None
         } else {

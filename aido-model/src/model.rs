@@ -14,6 +14,7 @@ use burn::tensor::{Bool, Tensor};
 
 use crate::attention::{AttentionBackend, attention};
 use crate::config::{AidoCellConfig, NormKind};
+use crate::error::{ModelError, Result};
 
 /// LayerNorm or RMSNorm, as the checkpoint says. `[.., H] → [.., H]`.
 #[derive(Module, Debug)]
@@ -231,17 +232,26 @@ impl<B: Backend> AidoCellModel<B> {
         self.position_embedding.weight.dims()[1]
     }
 
-    /// The embedding output `h0 = e + P[0..S]`: `values [B, S]` → `[B, S, H]`.
-    pub fn embed(&self, values: Tensor<B, 2>) -> Tensor<B, 3> {
+    /// The embedding output `h0 = e + P`: `values [B, S]` → `[B, S, H]`. `S` must equal the
+    /// position table's length (`G + 2`: the genes, then the two depth tokens); anything else
+    /// is an error — a `[B, G]` input without depth tokens would otherwise run with a wrong
+    /// meaning.
+    pub fn embed(&self, values: Tensor<B, 2>) -> Result<Tensor<B, 3>> {
         let [_, s] = values.dims();
         let table = self.position_embedding.weight.val();
         let [rows, h] = table.dims();
-        assert!(
-            s <= rows,
-            "sequence of {s} positions exceeds the position table ({rows})"
-        );
-        let pos = table.slice([0..s, 0..h]).reshape([1, s, h]);
-        self.gene_embedding.forward(values) + pos
+        if s != rows {
+            return Err(ModelError::Input(format!(
+                "the input has {s} positions per cell, the model {rows} ({} genes + 2 depth tokens){}",
+                rows.saturating_sub(2),
+                if s + 2 == rows {
+                    ": the two read-depth tokens are missing (aido-tokenize appends them)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        Ok(self.gene_embedding.forward(values) + table.reshape([1, s, h]))
     }
 }
 
@@ -250,12 +260,12 @@ impl<B: AttentionBackend> AidoCellModel<B> {
     /// followed by blocks `0..start`. `values [B, S]` → `[B, S, H]`. With
     /// [`forward_suffix`](Self::forward_suffix) it splits [`forward`](Self::forward) in two
     /// (the same operations in the same order), so a frozen prefix can be computed once.
-    pub fn forward_prefix(&self, values: Tensor<B, 2>, start: usize) -> Tensor<B, 3> {
-        let mut h = self.embed(values);
+    pub fn forward_prefix(&self, values: Tensor<B, 2>, start: usize) -> Result<Tensor<B, 3>> {
+        let mut h = self.embed(values)?;
         for layer in &self.encoder.layer[..start.min(self.encoder.layer.len())] {
             h = layer.forward(h);
         }
-        h
+        Ok(h)
     }
 
     /// Blocks `start..L` and the final norm: the residual stream entering block `start`
@@ -268,9 +278,14 @@ impl<B: AttentionBackend> AidoCellModel<B> {
         self.encoder.ln.forward(h)
     }
 
-    /// `values [B, S]` (preprocessed, `S = G + 2`) → encoder output.
-    pub fn forward(&self, values: Tensor<B, 2>, output_hidden_states: bool) -> EncoderOutput<B> {
-        let mut h = self.embed(values);
+    /// `values [B, S]` (preprocessed, `S = G + 2`) → encoder output; a wrong `S` is an error
+    /// ([`embed`](Self::embed)).
+    pub fn forward(
+        &self,
+        values: Tensor<B, 2>,
+        output_hidden_states: bool,
+    ) -> Result<EncoderOutput<B>> {
+        let mut h = self.embed(values)?;
         let mut states = output_hidden_states.then(Vec::new);
         for layer in &self.encoder.layer {
             // Before block i: h0 for i = 0, else the raw residual stream after block i.
@@ -283,10 +298,10 @@ impl<B: AttentionBackend> AidoCellModel<B> {
         if let Some(st) = states.as_mut() {
             st.push(last.clone());
         }
-        EncoderOutput {
+        Ok(EncoderOutput {
             last_hidden_state: last,
             hidden_states: states,
-        }
+        })
     }
 }
 

@@ -238,12 +238,16 @@ fn whole_model_gradient_matches_finite_differences() {
     let w = random(s, 8, 1.0);
     let loss_cpu = |x: &[f32]| -> f64 {
         let xt = Tensor::<Cpu, 2>::from_data(TensorData::new(x.to_vec(), [1, s]), &dev);
-        let h = m.bert.forward(xt, false).last_hidden_state;
+        let h = m.bert.forward(xt, false).unwrap().last_hidden_state;
         let y = host(m.head(h).unwrap());
         y.iter().zip(&w).map(|(a, b)| f64::from(a * b)).sum()
     };
     let xa = Tensor::<Ad, 2>::from_data(TensorData::new(x.clone(), [1, s]), &dev).require_grad();
-    let h = m_ad.bert.forward(xa.clone(), false).last_hidden_state;
+    let h = m_ad
+        .bert
+        .forward(xa.clone(), false)
+        .unwrap()
+        .last_hidden_state;
     let y = m_ad.head(h).unwrap();
     let wt = Tensor::<Ad, 3>::from_data(TensorData::new(w.clone(), [1, s, 1]), &dev);
     let grads = (y * wt).sum().backward();

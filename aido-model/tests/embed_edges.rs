@@ -26,3 +26,26 @@ fn zero_rows_and_wrong_width() {
     let ok = e.embed(&Array2::from_elem((2, 8), 0.5)).unwrap();
     assert_eq!(ok.cells.dim(), (2, 8));
 }
+
+/// `forward` of a `[B, G]` input (no depth tokens) or any other width than the position table
+/// is an error (it ran with a wrong meaning, or asserted, before).
+#[test]
+fn forward_refuses_a_wrong_sequence_length() {
+    use aido_model::burn::tensor::{Tensor, TensorData};
+    let dev = Default::default();
+    let model = AidoCellConfig::new(6, 8, 1, 2, 16)
+        .init::<Cpu>(false, &dev)
+        .bert;
+    let x = |s: usize| Tensor::<Cpu, 2>::from_data(TensorData::new(vec![0.5f32; s], [1, s]), &dev);
+    let e = model.forward(x(6), false).err().unwrap().to_string();
+    assert!(
+        e.contains("6 positions") && e.contains("depth tokens are missing"),
+        "{e}"
+    );
+    assert!(model.forward(x(9), false).is_err());
+    assert!(model.forward_prefix(x(7), 1).is_err());
+    assert_eq!(
+        model.forward(x(8), false).unwrap().last_hidden_state.dims(),
+        [1, 8, 8]
+    );
+}

@@ -73,7 +73,7 @@ fn check_tiny(folder: &str, weights: &str, n_layers: usize) {
     .unwrap();
     assert_eq!(cfg.num_hidden_layers, n_layers);
     let c = Case::load(folder);
-    let out = model.bert.forward(c.tensor2("input_values"), true);
+    let out = model.bert.forward(c.tensor2("input_values"), true).unwrap();
     let hs = out.hidden_states.unwrap();
     assert_eq!(hs.len(), n_layers + 1, "L + 1 hidden states");
     for (i, h) in hs.into_iter().enumerate() {
@@ -99,11 +99,11 @@ fn check_tiny(folder: &str, weights: &str, n_layers: usize) {
     // Mask (-1) and pad (-2) inputs.
     let special = c.tensor2("input_values_special");
     let d = max_diff(
-        model.bert.embed(special.clone()),
+        model.bert.embed(special.clone()).unwrap(),
         &c.get("hidden_states_special_0").1,
     );
     assert!(d <= 5e-5, "{folder}/{weights}: hidden_states_special_0 {d}");
-    let out = model.bert.forward(special, false);
+    let out = model.bert.forward(special, false).unwrap();
     let d = max_diff(
         out.last_hidden_state.clone(),
         &c.get("last_hidden_state_special").1,
@@ -153,7 +153,7 @@ fn full_length_3m_two_real_cells() {
             .dense_row(&counts[cell * g..(cell + 1) * g])
             .unwrap();
         let x = Tensor::<Cpu, 2>::from_data(TensorData::new(values, [1, s]), &Default::default());
-        let out = model.bert.forward(x, false);
+        let out = model.bert.forward(x, false).unwrap();
         if cell == 0 {
             let d = max_diff(out.last_hidden_state.clone(), &c.get("last_hidden_state").1);
             assert!(d <= 5e-5, "3M last_hidden_state max |Δ| = {d}");
@@ -187,10 +187,12 @@ fn burnpack_roundtrip_keeps_outputs() {
     let a = model
         .bert
         .forward(c.tensor2("input_values"), false)
+        .unwrap()
         .last_hidden_state;
     let b: Vec<f32> = back
         .bert
         .forward(c.tensor2("input_values"), false)
+        .unwrap()
         .last_hidden_state
         .into_data()
         .into_vec()

@@ -288,16 +288,17 @@ fn prefix_rows<B: AttentionBackend>(
     start: usize,
     job: &FinetuneJob<'_>,
     device: &B::Device,
-) -> Tensor<B, 3> {
-    let parts: Vec<Tensor<B, 3>> = rows
+) -> Result<Tensor<B, 3>> {
+    let parts = rows
         .iter()
         .map(|&r| {
             model
                 .bert
                 .forward_prefix(job.data.tensor(&[r], device), start)
+                .map_err(TaskError::from)
         })
-        .collect();
-    Tensor::cat(parts, 0)
+        .collect::<Result<Vec<Tensor<B, 3>>>>()?;
+    Ok(Tensor::cat(parts, 0))
 }
 
 /// The pooled whole-encoder output of `rows` `[n, H]`, one cell at a time (see [`prefix_rows`]).
@@ -313,7 +314,7 @@ fn pooled_rows<B: AttentionBackend>(
         .map(|&r| {
             let last = model
                 .bert
-                .forward(job.data.tensor(&[r], device), false)
+                .forward(job.data.tensor(&[r], device), false)?
                 .last_hidden_state;
             aido_model::embed::pool(last, job.present, pooling).map_err(TaskError::from)
         })
@@ -344,7 +345,7 @@ fn logits<B: AttentionBackend>(
             .head
             .forward(pooled_rows(model, rows, job, pooling, device)?)),
         (CacheKind::None, CacheKind::Hidden { start }) => model.forward_from_block(
-            prefix_rows(model, rows, start, job, device),
+            prefix_rows(model, rows, start, job, device)?,
             start,
             job.present,
             pooling,
@@ -381,7 +382,7 @@ where
             Ok(model.head.forward(Tensor::from_inner(p)))
         }
         CacheKind::Hidden { start } => {
-            let h = prefix_rows(&model.valid(), rows, start, job, device);
+            let h = prefix_rows(&model.valid(), rows, start, job, device)?;
             model.forward_from_block(Tensor::from_inner(h), start, job.present, pooling)
         }
     }
@@ -461,7 +462,9 @@ fn build_cache<B: AttentionBackend>(
         for (i, chunk) in rows.chunks(job.config.batch_size).enumerate() {
             let t: Vec<f32> = match kind {
                 CacheKind::Pooled => host(pooled_rows(model, chunk, job, pooling, device)?)?,
-                CacheKind::Hidden { start } => host(prefix_rows(model, chunk, start, job, device))?,
+                CacheKind::Hidden { start } => {
+                    host(prefix_rows(model, chunk, start, job, device)?)?
+                }
                 CacheKind::None => Vec::new(),
             };
             if t.iter().any(|v| !v.is_finite()) {

@@ -102,7 +102,7 @@ impl<B: AttentionBackend> CellTypeClassifier<B> {
         present: &[u8],
         pooling: Pooling,
     ) -> Result<Tensor<B, 2>> {
-        let last = self.bert.forward(values, false).last_hidden_state;
+        let last = self.bert.forward(values, false)?.last_hidden_state;
         self.from_hidden(last, present, pooling)
     }
 

@@ -100,7 +100,7 @@ pub fn validation_loss<B: AttentionBackend>(
         let cells: Vec<(usize, u64)> = chunk.iter().map(|&c| (c, VALIDATION_EPOCH)).collect();
         let b = samplers.batch(corpus, &cells)?;
         let (x, t, w) = b.tensors::<B>(device);
-        let h = model.bert.forward(x, false).last_hidden_state;
+        let h = model.bert.forward(x, false)?.last_hidden_state;
         let pred = model
             .head(h)
             .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;
@@ -349,7 +349,7 @@ pub(crate) fn micro_step<B: AutodiffBackend + AttentionBackend>(
     device: &B::Device,
 ) -> Result<(f64, GradientsParams)> {
     let (x, t, w) = b.tensors::<B>(device);
-    let h = model.bert.forward(x, false).last_hidden_state;
+    let h = model.bert.forward(x, false)?.last_hidden_state;
     let pred = model
         .head(h)
         .ok_or_else(|| TrainError::Config("the model has no masked-value head".into()))?;

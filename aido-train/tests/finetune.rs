@@ -35,7 +35,7 @@ fn input() -> Tensor<B, 2> {
 
 /// Sum of squares of the head output minus a fixed target: a loss that touches every parameter.
 fn loss(m: &AidoCell<B>) -> Tensor<B, 1> {
-    let h = m.bert.forward(input(), false).last_hidden_state;
+    let h = m.bert.forward(input(), false).unwrap().last_hidden_state;
     let y = m.head(h).unwrap();
     let t = Tensor::<B, 3>::ones([3, 26, 1], &Default::default());
     let d = y - t;

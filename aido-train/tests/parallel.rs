@@ -99,7 +99,7 @@ fn two_peers_match_single_device_accumulation() {
         for b in &mb {
             let (x, t, w) = b.tensors::<B>(&dev);
             let pred = single
-                .head(single.bert.forward(x, false).last_hidden_state)
+                .head(single.bert.forward(x, false).unwrap().last_hidden_state)
                 .unwrap();
             let loss = masked_mse(pred, t, w, total);
             l += f64::from(loss.clone().into_scalar());
