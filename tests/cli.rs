@@ -254,3 +254,39 @@ fn demo_runs_without_any_files() {
         assert!(obs.column("aido_leiden").is_some());
     }
 }
+
+/// Normalized input is refused by default (before, it only warned and ran with a wrong
+/// meaning), the error says what the data looks like and points to --layer and
+/// --allow-non-integer, which is the explicit way through.
+#[test]
+fn normalized_input_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.safetensors");
+    let run = |extra: &[&str]| {
+        aido()
+            .arg("tokenize")
+            .args(extra)
+            .arg("--input")
+            .arg(shared_path("data/sciplex3.h5ad"))
+            .arg("--genes")
+            .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("looks normalized")
+            && e.contains("--layer")
+            && e.contains("--allow-non-integer"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let o = run(&["--allow-non-integer"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("non-integer"));
+    assert!(out.is_file());
+}

@@ -367,6 +367,19 @@ fn check_unique(conds: &[Condition]) -> Result<()> {
     Ok(())
 }
 
+/// The group of a condition by how many of its genes occur in training conditions (`trained`):
+/// a single of a trained gene (and the control) is `seen_single`, else `unseen_single`; a double
+/// is `combo_seen0/1/2`.
+pub fn group_by_training(c: &Condition, trained: &BTreeSet<String>) -> PertGroup {
+    match (c.genes.len(), count_in(c, trained)) {
+        (0, _) | (1, 1) => PertGroup::SeenSingle,
+        (1, _) => PertGroup::UnseenSingle,
+        (_, 0) => PertGroup::ComboSeen0,
+        (_, 1) => PertGroup::ComboSeen1,
+        _ => PertGroup::ComboSeen2,
+    }
+}
+
 /// Groups of conditions that GEARS does not label: by how many genes occur in training.
 fn fill_groups(conds: &[Condition], split: &mut PerturbSplit) {
     let trained: BTreeSet<String> = conds
@@ -378,15 +391,9 @@ fn fill_groups(conds: &[Condition], split: &mut PerturbSplit) {
         if split.group.contains_key(&c.name) {
             continue;
         }
-        let k = count_in(c, &trained);
-        let g = match (c.genes.len(), k) {
-            (0, _) | (1, 1) => PertGroup::SeenSingle,
-            (1, _) => PertGroup::UnseenSingle,
-            (_, 0) => PertGroup::ComboSeen0,
-            (_, 1) => PertGroup::ComboSeen1,
-            _ => PertGroup::ComboSeen2,
-        };
-        split.group.insert(c.name.clone(), g);
+        split
+            .group
+            .insert(c.name.clone(), group_by_training(c, &trained));
     }
 }
 

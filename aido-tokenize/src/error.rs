@@ -99,7 +99,7 @@ pub enum TokenizeError {
     },
     /// A count is not an integer while strict mode is on (the data looks normalized).
     #[error(
-        "{path}: cell {cell} ('{cell_name}'), gene '{gene}': non-integer count {value}; the input looks normalized, but AIDO.Cell needs raw counts (use a raw-count layer with --layer)"
+        "{path}: cell {cell} ('{cell_name}'), gene '{gene}': non-integer count {value}; the input looks normalized (log-normalized or scaled), but AIDO.Cell needs raw counts: use a raw-count layer with --layer NAME, or pass --allow-non-integer to go on anyway"
     )]
     NonIntegerCount {
         /// The file.

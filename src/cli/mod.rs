@@ -80,9 +80,13 @@ pub(crate) struct InputArgs {
     /// Floor of the depth tokens (default 5, the reference's inference behaviour), or `none`.
     #[arg(long, default_value = "5")]
     depth_floor: String,
-    /// Fail on non-integer counts instead of warning.
-    #[arg(long)]
+    /// Refuse non-integer counts (the default; kept for old scripts).
+    #[arg(long, conflicts_with = "allow_non_integer")]
     strict: bool,
+    /// Accept non-integer or normalized values (warn instead of refusing). AIDO.Cell expects raw
+    /// counts: prefer a raw-count layer (--layer).
+    #[arg(long)]
+    allow_non_integer: bool,
     /// Drop cells whose aligned total is zero (counted) instead of failing.
     #[arg(long)]
     skip_empty: bool,
@@ -115,10 +119,10 @@ impl InputArgs {
                 min_fraction: self.min_overlap_fraction,
                 min_genes: self.min_overlap_genes,
             },
-            non_integer: if self.strict {
-                NonIntegerPolicy::Error
-            } else {
+            non_integer: if self.allow_non_integer && !self.strict {
                 NonIntegerPolicy::Warn
+            } else {
+                NonIntegerPolicy::Error
             },
             empty: if self.skip_empty {
                 EmptyCellPolicy::Skip
@@ -521,6 +525,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
             layer: None,
             depth_floor: "5".into(),
             strict: true,
+            allow_non_integer: false,
             skip_empty: false,
             min_overlap_genes: 1000,
             min_overlap_fraction: 0.1,

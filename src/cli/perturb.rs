@@ -722,14 +722,7 @@ fn predict_on<B: Backend>(device: B::Device, a: &PredictArgs, verbose: bool) -> 
         a.batch_size,
     )?;
     let rows = conds.iter().zip(&means).map(|(c, p)| {
-        let k = c.genes.iter().filter(|g| trained.contains(*g)).count();
-        let group = match (c.genes.len(), k) {
-            (0, _) | (1, 1) => PertGroup::SeenSingle,
-            (1, _) => PertGroup::UnseenSingle,
-            (_, 0) => PertGroup::ComboSeen0,
-            (_, 1) => PertGroup::ComboSeen1,
-            _ => PertGroup::ComboSeen2,
-        };
+        let group = perturb::group_by_training(c, &trained);
         let split = parts.get(&c.name).cloned().unwrap_or_else(|| "test".into());
         (c.name.clone(), split, group, p.as_slice())
     });
