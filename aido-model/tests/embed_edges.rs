@@ -49,3 +49,85 @@ fn forward_refuses_a_wrong_sequence_length() {
         [1, 8, 8]
     );
 }
+
+/// A cell's embedding is a function of the cell alone: not of its batch-mates, the batch size,
+/// its position in the batch, or the thread count (a reported failure of other models). Bit for
+/// bit on the build machine (2026-12-03); the bound leaves room for another CPU's kernels.
+#[test]
+fn embedding_is_a_pure_function_of_the_cell() {
+    use aido_model::burn::tensor::backend::Backend;
+    let dev = Default::default();
+    Cpu::seed(&dev, 9);
+    let g = 150;
+    let model = AidoCellConfig::new(g, 32, 2, 4, 64)
+        .init::<Cpu>(false, &dev)
+        .bert;
+    let e = Embedder::new(model, dev, vec![1; g + 2], Pooling::PresentMean)
+        .unwrap()
+        .with_gene_positions(vec![3, 77])
+        .unwrap();
+    // Seven cells of preprocessed-looking values (log1p range), depth tokens 4.x.
+    let n = 7;
+    let mut cells = Array2::<f32>::zeros((n, g + 2));
+    for c in 0..n {
+        for j in 0..g {
+            let v = ((c * 31 + j * 17) % 23) as f32 / 23.0;
+            cells[[c, j]] = if v > 0.55 { (1.0 + 9.0 * v).ln() } else { 0.0 };
+        }
+        cells[[c, g]] = 4.0 + c as f32 * 0.1;
+        cells[[c, g + 1]] = 4.0 + c as f32 * 0.1;
+    }
+    let whole = e.embed(&cells).unwrap();
+    let row = |m: &Array2<f32>, i: usize| m.row(i).to_vec();
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let d = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= 1e-6, "{what}: max |Δ| {d}");
+    };
+    // Alone, in pairs, reversed.
+    for c in 0..n {
+        let one = e
+            .embed(&cells.slice(ndarray::s![c..c + 1, ..]).to_owned())
+            .unwrap();
+        close(
+            &row(&whole.cells, c),
+            &row(&one.cells, 0),
+            &format!("cell {c} alone"),
+        );
+        let gw = whole.genes.as_ref().unwrap();
+        let go = one.genes.as_ref().unwrap();
+        for k in 0..2 {
+            let a: Vec<f32> = (0..32).map(|h| gw[[c, k, h]]).collect();
+            let b: Vec<f32> = (0..32).map(|h| go[[0, k, h]]).collect();
+            close(&a, &b, &format!("cell {c} gene {k} alone"));
+        }
+    }
+    let mut rev = cells.clone();
+    for c in 0..n {
+        rev.row_mut(c).assign(&cells.row(n - 1 - c));
+    }
+    let r = e.embed(&rev).unwrap();
+    for c in 0..n {
+        close(
+            &row(&whole.cells, c),
+            &row(&r.cells, n - 1 - c),
+            &format!("cell {c} reversed"),
+        );
+    }
+    // One thread.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let single = pool.install(|| e.embed(&cells).unwrap());
+    for c in 0..n {
+        close(
+            &row(&whole.cells, c),
+            &row(&single.cells, c),
+            &format!("cell {c}, 1 thread"),
+        );
+    }
+}
