@@ -290,3 +290,45 @@ fn normalized_input_is_refused_unless_allowed() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("non-integer"));
     assert!(out.is_file());
 }
+
+/// Output keys are checked before the compute: a gene symbol holding '/' cannot name an obsm key
+/// (before, the whole embedding ran and the write failed at the end).
+#[test]
+fn embed_checks_output_keys_before_the_compute() {
+    use aido::model::{AidoCellConfig, Cpu, save_checkpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("model");
+    let cfg = AidoCellConfig::new(3, 8, 1, 2, 16);
+    save_checkpoint(&cfg.init::<Cpu>(false, &Default::default()), &cfg, &m).unwrap();
+    std::fs::write(
+        m.join("genes.tsv"),
+        "gene_name\tindex\nA1BG\t0\nHLA/X\t1\nA1CF\t2\n",
+    )
+    .unwrap();
+    let csv = dir.path().join("m.csv");
+    std::fs::write(&csv, "cell,A1BG,HLA/X,A1CF\nc0,1,2,3\n").unwrap();
+    let out = dir.path().join("e.h5ad");
+    let o = aido()
+        .args([
+            "embed",
+            "--min-overlap-genes",
+            "1",
+            "--gene-embeddings",
+            "HLA/X",
+            "--model",
+        ])
+        .arg(&m)
+        .arg("--input")
+        .arg(&csv)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("obsm/'X_aido_gene_HLA/X'") && e.contains("--gene-embeddings"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}

@@ -73,7 +73,9 @@ fn bad(input: &Path, what: String) -> TokenizeError {
     TokenizeError::InvalidArgument(format!("{}: {what}", input.display()))
 }
 
-fn check_key(input: &Path, group: &str, key: &str) -> Result<()> {
+/// Refuses a key that cannot name an h5ad element of `group` (empty, `.`/`..`, or holding a
+/// `/`), naming `input`: callers check the keys they will write before the compute.
+pub fn check_key(input: &Path, group: &str, key: &str) -> Result<()> {
     if key.is_empty() || key.contains('/') || key == "." || key == ".." {
         return Err(bad(
             input,

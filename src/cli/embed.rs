@@ -146,6 +146,13 @@ fn embed_on<B: AttentionBackend>(
             })
         })
         .collect::<Result<Vec<usize>>>()?;
+    // The output keys, checked before any compute (a gene symbol holding '/' cannot be one).
+    if format == OutFormat::H5ad {
+        for g in &a.gene_embeddings {
+            aido_tokenize::h5ad_edit::check_key(&a.output, "obsm", &format!("X_aido_gene_{g}"))
+                .context("--gene-embeddings")?;
+        }
+    }
     embed_with_model(
         model.bert,
         device,
