@@ -730,30 +730,34 @@ pub fn predict_means<B: Backend>(
     }
     let device = model.indv_b1.val().device();
     let bs = batch_size.max(1);
-    let mut out = Vec::with_capacity(conditions.len());
-    for pert in conditions {
-        let mut sum = vec![0.0f64; g];
-        for start in (0..p).step_by(bs) {
-            let end = (start + bs).min(p);
-            let b = end - start;
-            let x = Tensor::<B, 2>::from_data(
-                TensorData::new(pool_x[start * g..end * g].to_vec(), [b, g]),
+    // Each pool batch is uploaded once and run for every condition (batches outer), so one
+    // batch of inputs is held; every condition's sum still adds its batches in pool order.
+    let mut sums = vec![vec![0.0f64; g]; conditions.len()];
+    for start in (0..p).step_by(bs) {
+        let end = (start + bs).min(p);
+        let b = end - start;
+        let x = Tensor::<B, 2>::from_data(
+            TensorData::new(pool_x[start * g..end * g].to_vec(), [b, g]),
+            &device,
+        );
+        let feats = pool_features.map(|(f, d)| {
+            Tensor::<B, 3>::from_data(
+                TensorData::new(f[start * g * d..end * g * d].to_vec(), [b, g, d]),
                 &device,
-            );
-            let feats = pool_features.map(|(f, d)| {
-                Tensor::<B, 3>::from_data(
-                    TensorData::new(f[start * g * d..end * g * d].to_vec(), [b, g, d]),
-                    &device,
-                )
-            });
+            )
+        });
+        for (pert, sum) in conditions.iter().zip(&mut sums) {
             let perts = vec![pert.clone(); b];
-            let y = host(model.forward(x, &perts, feats, graphs)?)?;
+            let y = host(model.forward(x.clone(), &perts, feats.clone(), graphs)?)?;
             for row in y.chunks_exact(g) {
                 for (s, v) in sum.iter_mut().zip(row) {
                     *s += f64::from(*v);
                 }
             }
         }
+    }
+    let mut out = Vec::with_capacity(conditions.len());
+    for sum in sums {
         if let Some(j) = sum.iter().position(|v| !v.is_finite()) {
             return Err(TaskError::NonFinite {
                 what: format!("prediction (gene {j})"),
