@@ -43,7 +43,7 @@ fn main() -> Result<()> {
         &std::fs::read_to_string(&cfg_path).with_context(|| cfg_path.display().to_string())?,
     )
     .with_context(|| cfg_path.display().to_string())?;
-    let corpus = CellCorpus::load(&data, &genes, &ReadOptions::default())?;
+    let corpus = CellCorpus::load(&data, &genes, &ReadOptions::default(), Default::default())?;
     let split = corpus.split(cfg.val_fraction, cfg.max_val_cells, cfg.seed);
     let samplers = corpus.samplers(cfg.rda, cfg.seed)?;
 

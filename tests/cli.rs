@@ -17,8 +17,9 @@ fn load(path: &std::path::Path) -> Vec<u8> {
 fn tokenize_writes_values_and_present() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("z.safetensors");
+    // `--gene-id exact`: numpy's var_names ∩ vocabulary, the authors' alignment.
     let o = aido()
-        .args(["tokenize", "--input"])
+        .args(["tokenize", "--gene-id", "exact", "--input"])
         .arg(shared_path("data/zheng68k.h5ad"))
         .arg("--genes")
         .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
@@ -55,6 +56,8 @@ fn tokenize_with_depth_floor_none_gives_real_depths() {
             "none",
             "--gene-column",
             "feature_name",
+            "--gene-id",
+            "exact",
             "--input",
         ])
         .arg(shared_path("data/cellxgene.h5ad"))
@@ -72,6 +75,46 @@ fn tokenize_with_depth_floor_none_gives_real_depths() {
     // Cell 0 of cellxgene: aligned total 5,984 (anndata/numpy) -> log10 = 3.77699.
     assert!((at(19_264) - 5984f32.log10()).abs() < 1e-6);
     assert_eq!(at(19_264), at(19_265));
+}
+
+/// Cell Ranger's Ensembl ids (`--gene-column id`) align through the identifier table, about as
+/// many genes as the symbols of the same features; `--gene-id symbol` refuses them with advice.
+#[test]
+fn tokenize_aligns_ensembl_ids_and_reports_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str], out: &str| {
+        aido()
+            .args(["tokenize", "--input"])
+            .arg(shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"))
+            .arg("--genes")
+            .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+            .arg("--output")
+            .arg(dir.path().join(out))
+            .args(["--skip-empty"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let by_id = run(&["--gene-column", "id"], "id.safetensors");
+    assert!(
+        by_id.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_id.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&by_id.stdout);
+    assert!(
+        stdout.contains("gene ids: auto: Ensembl ids (507 of 507 names)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 by symbol"), "{stdout}");
+    let refused = run(
+        &["--gene-column", "id", "--gene-id", "symbol"],
+        "no.safetensors",
+    );
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("--gene-id ensembl"), "{err}");
+    assert!(!dir.path().join("no.safetensors").exists());
 }
 
 #[test]

@@ -979,14 +979,32 @@ pub fn backbone_features<B: aido_model::attention::AttentionBackend>(
     data: &PerturbData,
     cells: &[usize],
     batch_size: usize,
+    gene_id: aido_tokenize::GeneIdMode,
 ) -> Result<(BackboneFeatures, usize)> {
     let g = data.n_genes();
-    let pos: Vec<Option<usize>> = data.genes.iter().map(|n| vocab.position(n)).collect();
+    // The data's genes placed in the model's list by the one alignment rule (symbol, Ensembl
+    // id, alias); any overlap is accepted here, none is an error.
+    let alignment = aido_tokenize::GeneAlignment::new(
+        vocab,
+        &data.genes,
+        "the data's genes",
+        std::path::Path::new("perturbation data"),
+        &aido_tokenize::AlignOptions {
+            min_fraction: 0.0,
+            min_genes: 0,
+            gene_id,
+        },
+    )
+    .map_err(|e| TaskError::Genes(e.to_string()))?;
+    let pos: Vec<Option<usize>> = (0..g)
+        .map(|j| alignment.position(j).map(|p| p as usize))
+        .collect();
     let missing = pos.iter().filter(|p| p.is_none()).count();
     if missing == g {
         return Err(TaskError::Genes(format!(
-            "none of the data's {g} genes is in the model's gene list ({} genes)",
-            vocab.len()
+            "none of the data's {g} genes is in the model's gene list ({} genes; {})",
+            vocab.len(),
+            alignment.report()
         )));
     }
     let mut present = vec![0u8; vocab.seq_len()];

@@ -9,7 +9,8 @@
 //! - Readers, all behind [`CellSource`] and streaming in cell windows: [`h5ad`] (AnnData ≥ 0.8:
 //!   CSR, CSC, dense `X` or `layers/<name>`), [`tenx`] (Cell Ranger HDF5 v2/v3), [`mtx`]
 //!   (Matrix Market folders), [`delimited`] (dense CSV/TSV). [`open_source`] picks one by path.
-//! - [`align`]: gene alignment by symbol with a report and plausibility thresholds.
+//! - [`align`]: gene alignment by symbol, Ensembl ID or HGNC alias ([`gene_ids`], a table
+//!   compiled in from org.Hs.eg.db) with a per-route report and plausibility thresholds.
 //! - [`preprocess`]: `ln(1 + c/total·1e4)`, depth tokens `max(log10 total, floor)`, clip 20.
 //! - [`tokenizer`]: validation (negative/NaN/non-integer counts, empty cells) and batching.
 //! - Writers: [`h5ad_out`] (a new AnnData file with `obs` copied and `obsm` matrices) and
@@ -31,6 +32,7 @@
 pub mod align;
 pub mod delimited;
 pub mod error;
+pub mod gene_ids;
 pub mod h5;
 pub mod h5ad;
 pub mod h5ad_edit;
@@ -48,6 +50,7 @@ pub mod vocab;
 
 pub use align::{AlignOptions, AlignmentReport, GeneAlignment};
 pub use error::{Result, TokenizeError};
+pub use gene_ids::{GeneIdMode, GeneIdTable};
 pub use preprocess::{MASK_VALUE, PAD_VALUE, PreprocessConfig};
 pub use source::{
     CellSource, CsrChunk, InputFormat, ObsColumn, ObsTable, ReadOptions, open_source, read_all,

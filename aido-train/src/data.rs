@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use aido_rda::{RdaBatch, RdaConfig, RdaSampler};
 use aido_tokenize::simulate::permutation;
 use aido_tokenize::{
-    AlignOptions, AlignmentReport, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, ReadOptions,
-    TokenizeOptions, Tokenizer, open_source,
+    AlignOptions, AlignmentReport, EmptyCellPolicy, GeneIdMode, GeneVocab, NonIntegerPolicy,
+    ReadOptions, TokenizeOptions, Tokenizer, open_source,
 };
 
 use crate::{Result, TrainError};
@@ -57,6 +57,7 @@ pub fn align_options(vocab: &GeneVocab) -> AlignOptions {
         AlignOptions {
             min_fraction: 0.0,
             min_genes: (vocab.len() / 2).max(1),
+            ..AlignOptions::default()
         }
     }
 }
@@ -65,14 +66,25 @@ impl CellCorpus {
     /// Reads every file (any format `aido_tokenize::open_source` knows), aligning it to `vocab`.
     /// Cells with no counts in the gene list are dropped and counted; a non-integer value (a
     /// normalized matrix, not raw counts) is an error naming the file, cell and gene.
-    pub fn load(paths: &[PathBuf], vocab: &GeneVocab, read: &ReadOptions) -> Result<Self> {
+    ///
+    /// `gene_id` says how the files' gene names are read (symbols, Ensembl IDs, or each by its
+    /// shape: [`GeneIdMode::Auto`]).
+    pub fn load(
+        paths: &[PathBuf],
+        vocab: &GeneVocab,
+        read: &ReadOptions,
+        gene_id: GeneIdMode,
+    ) -> Result<Self> {
         if paths.is_empty() {
             return Err(TrainError::Config("no data file given".into()));
         }
         // Read-depth-aware examples thin raw counts binomially: normalized or log-transformed
         // input (non-integer values) cannot be used, and is refused naming the value.
         let opts = TokenizeOptions {
-            align: align_options(vocab),
+            align: AlignOptions {
+                gene_id,
+                ..align_options(vocab)
+            },
             empty: EmptyCellPolicy::Skip,
             non_integer: NonIntegerPolicy::Error,
             ..TokenizeOptions::default()

@@ -62,6 +62,9 @@ pub(crate) struct InsilicoArgs {
     /// var column with the gene symbols (default: the var index).
     #[arg(long)]
     pub gene_column: Option<String>,
+    /// How the gene names are read: `symbol`, `ensembl`, `auto` (each name by its shape) or `exact` (exact symbols only, the authors' preprocessing).
+    #[arg(long, default_value = "auto")]
+    pub gene_id: aido_tokenize::GeneIdMode,
     /// Perturb only the first N cells.
     #[arg(long)]
     pub max_cells: Option<usize>,
@@ -126,10 +129,9 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
             layer: a.layer.clone(),
         },
     )?;
-    let align_opts = if vocab.len() < 10_000 {
-        aido_train::data::align_options(&vocab)
-    } else {
-        AlignOptions::default()
+    let align_opts = AlignOptions {
+        gene_id: a.gene_id,
+        ..aido_train::data::align_options(&vocab)
     };
     let alignment = GeneAlignment::new(
         &vocab,

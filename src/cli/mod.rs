@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use aido_tokenize::{
-    AlignOptions, EmptyCellPolicy, GeneVocab, NonIntegerPolicy, PreprocessConfig, ReadOptions,
-    TokenizeOptions, Tokenizer,
+    AlignOptions, EmptyCellPolicy, GeneIdMode, GeneVocab, NonIntegerPolicy, PreprocessConfig,
+    ReadOptions, TokenizeOptions, Tokenizer,
     h5ad_out::{H5adWriter, XMatrix},
     open_source,
     safetensors_out::{ExtraTensor, SafetensorsRowWriter},
@@ -74,6 +74,11 @@ pub(crate) struct InputArgs {
     /// Column with gene symbols: a `var` column (h5ad) or `name`/`id` (10x, Matrix Market).
     #[arg(long)]
     gene_column: Option<String>,
+    /// How the gene names are read: `symbol`, `ensembl` (`ENSG…`, version ignored), `auto`
+    /// (each name by its shape; renamed symbols through the HGNC alias table either way) or
+    /// `exact` (exact vocabulary symbols only, as the authors' preprocessing).
+    #[arg(long, default_value = "auto")]
+    gene_id: GeneIdMode,
     /// Read `layers/NAME` instead of `X` (h5ad).
     #[arg(long)]
     layer: Option<String>,
@@ -118,6 +123,7 @@ impl InputArgs {
             align: AlignOptions {
                 min_fraction: self.min_overlap_fraction,
                 min_genes: self.min_overlap_genes,
+                gene_id: self.gene_id,
             },
             non_integer: if self.allow_non_integer && !self.strict {
                 NonIntegerPolicy::Warn
@@ -138,7 +144,10 @@ impl InputArgs {
     fn options_for(&self, vocab: &GeneVocab) -> Result<TokenizeOptions> {
         let mut o = self.options()?;
         if vocab.len() < 10_000 {
-            o.align = aido_train::data::align_options(vocab);
+            o.align = AlignOptions {
+                gene_id: self.gene_id,
+                ..aido_train::data::align_options(vocab)
+            };
         }
         Ok(o)
     }
@@ -310,6 +319,7 @@ pub(crate) fn tokenize_to_safetensors(
     meta.insert("input".to_string(), a.input.display().to_string());
     meta.insert("gene_vocabulary".to_string(), genes.display().to_string());
     meta.insert("gene_column".to_string(), tok.report().column.clone());
+    meta.insert("gene_id".to_string(), tok.report().gene_id.clone());
     meta.insert("depth_floor".to_string(), a.depth_floor.clone());
     meta.insert(
         "format".to_string(),
@@ -507,6 +517,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         config: None,
         resume: false,
         gene_column: None,
+        gene_id: GeneIdMode::Auto,
         layer: None,
         device: aido_model::DeviceKind::Cpu,
         quiet: false,
@@ -522,6 +533,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         input: InputArgs {
             input: data,
             gene_column: None,
+            gene_id: GeneIdMode::Auto,
             layer: None,
             depth_floor: "5".into(),
             strict: true,

@@ -64,6 +64,10 @@ pub(crate) struct FitArgs {
     /// var column with the gene symbols (default: the var index).
     #[arg(long)]
     pub gene_column: Option<String>,
+    /// How the gene names are matched to a backbone's gene list: `symbol`, `ensembl`,
+    /// `auto` (each name by its shape) or `exact` (exact symbols only).
+    #[arg(long, default_value = "auto")]
+    pub gene_id: aido_tokenize::GeneIdMode,
     /// obs column with the conditions (`A+ctrl`, `A+B`, control).
     #[arg(long, default_value = "condition")]
     pub condition_column: String,
@@ -404,6 +408,7 @@ where
                 &data,
                 &ctrl,
                 8,
+                a.gene_id,
             )?;
             if verbose {
                 println!(

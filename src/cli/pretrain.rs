@@ -77,6 +77,9 @@ pub(crate) struct PretrainArgs {
     /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
     #[arg(long)]
     pub gene_column: Option<String>,
+    /// How the gene names are read: `symbol`, `ensembl`, `auto` (each name by its shape) or `exact` (exact symbols only, the authors' preprocessing).
+    #[arg(long, default_value = "auto")]
+    pub gene_id: aido_tokenize::GeneIdMode,
     /// Read `layers/NAME` of every h5ad input instead of X (e.g. `counts` when X holds
     /// log-normalized values).
     #[arg(long)]
@@ -185,7 +188,7 @@ where
         gene_column: a.gene_column.clone(),
         layer: a.layer.clone(),
     };
-    let corpus = CellCorpus::load(&a.data, &genes, &read)?;
+    let corpus = CellCorpus::load(&a.data, &genes, &read, a.gene_id)?;
     for s in corpus.sets() {
         if let Some(r) = &s.report {
             eprintln!("{}: {} cells; {r}", s.path.display(), s.cells.len());
