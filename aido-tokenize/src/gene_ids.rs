@@ -204,6 +204,7 @@ impl GeneIdTable {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

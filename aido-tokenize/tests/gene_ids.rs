@@ -120,7 +120,7 @@ fn routes_and_precedence() {
 #[test]
 fn forced_symbol_mode_on_ensembl_names_says_what_to_do() {
     let vocab = GeneVocab::from_tsv(shared_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
-    let mut src = open_source(
+    let src = open_source(
         shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
         &ReadOptions {
             gene_column: Some("id".into()),
