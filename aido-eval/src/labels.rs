@@ -97,21 +97,11 @@ impl Labels {
 
 impl Labels {
     /// Labels from an `obs` column: categories (or values as text). A missing value (a
-    /// categorical code −1, a NaN float) is an error carrying the cell's row.
+    /// categorical code −1, a NaN float, a masked nullable value) is an error carrying the cell's
+    /// row.
     pub fn from_obs_column(c: &aido_tokenize::ObsColumn) -> std::result::Result<Labels, usize> {
-        use aido_tokenize::ObsColumn;
-        match c {
-            ObsColumn::Categorical { codes, .. } => {
-                if let Some(i) = codes.iter().position(|&x| x < 0) {
-                    return Err(i);
-                }
-            }
-            ObsColumn::Float(v) => {
-                if let Some(i) = v.iter().position(|x| x.is_nan()) {
-                    return Err(i);
-                }
-            }
-            _ => {}
+        if let Some(i) = (0..c.len()).find(|&i| c.is_missing(i)) {
+            return Err(i);
         }
         let text: Vec<String> = (0..c.len()).map(|i| c.display(i)).collect();
         Ok(Labels::from_strings(&text))

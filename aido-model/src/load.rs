@@ -38,6 +38,90 @@ pub fn weights_file(dir: &Path) -> Result<PathBuf> {
     Err(ModelError::NoWeights(dir.to_path_buf()))
 }
 
+/// The `config.json` a weights file was saved with ([`crate::save::CONFIG_METADATA_KEY`] in its
+/// safetensors metadata), if it records one. Reads only the header (its length is bounded).
+pub fn embedded_config(weights: &Path) -> Result<Option<serde_json::Value>> {
+    use std::io::Read;
+    if weights.extension().is_none_or(|e| e != "safetensors") {
+        return Ok(None);
+    }
+    let err = |detail: String| ModelError::Weights {
+        path: weights.to_path_buf(),
+        detail,
+    };
+    let mut f = std::fs::File::open(weights).map_err(|source| ModelError::Io {
+        path: weights.to_path_buf(),
+        source,
+    })?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|e| err(format!("reading the header length: {e}")))?;
+    let n = u64::from_le_bytes(len);
+    let file_len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if n > 100 << 20 || n + 8 > file_len {
+        return Err(err(format!(
+            "header of {n} bytes in a file of {file_len} bytes"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| err(format!("reading the header: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| err(format!("the header is not JSON: {e}")))?;
+    let Some(text) = v
+        .get("__metadata__")
+        .and_then(|m| m.get(crate::save::CONFIG_METADATA_KEY))
+        .and_then(serde_json::Value::as_str)
+    else {
+        return Ok(None);
+    };
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| err(format!("its recorded config is not JSON: {e}")))
+}
+
+/// Refuses a `config.json` that is not the one its weights were saved with (e.g. an export
+/// interrupted between the two renames): every recorded key must be present with the same
+/// value (keys added by hand are fine). Weights without a recorded config (the released
+/// checkpoints) are not checked.
+fn check_pair(cfg_path: &Path, weights: &Path) -> Result<()> {
+    let Some(recorded) = embedded_config(weights)? else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(cfg_path).map_err(|source| ModelError::Io {
+        path: cfg_path.to_path_buf(),
+        source,
+    })?;
+    let on_disk: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ModelError::ConfigFile {
+            path: cfg_path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    let differs: Vec<String> = recorded
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| on_disk.get(k.as_str()) != Some(*v))
+        .map(|(k, v)| {
+            let here = on_disk
+                .get(k.as_str())
+                .map_or("absent".into(), |x| x.to_string());
+            format!("{k} (weights: {v}, config.json: {here})")
+        })
+        .collect();
+    if differs.is_empty() {
+        return Ok(());
+    }
+    Err(ModelError::ConfigFile {
+        path: cfg_path.to_path_buf(),
+        detail: format!(
+            "does not belong to {}: the weights were saved with a different config ({}); an export was probably interrupted — export again",
+            weights.display(),
+            differs.join(", ")
+        ),
+    })
+}
+
 fn read_shapes(path: &Path) -> Result<BTreeMap<String, Vec<usize>>> {
     let err = |e: String| ModelError::Weights {
         path: path.to_path_buf(),
@@ -187,6 +271,7 @@ pub fn load_weights<B: Backend>(
     let cfg_path = cfg_path.to_path_buf();
     let weights = weights.to_path_buf();
     let mut cfg = AidoCellConfig::from_hf_json(&cfg_path)?;
+    check_pair(&cfg_path, &weights)?;
     let shapes = read_shapes(&weights)?;
     // Norm kind and biases from the keys present.
     cfg.norm = if shapes.contains_key("bert.encoder.ln.bias") {

@@ -165,8 +165,18 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ModelError + '_ {
     }
 }
 
-/// Writes `dir/config.json` and `dir/model.safetensors` (creating `dir`), each under a
-/// temporary name first, then renamed: a crash leaves either the old file or the new one.
+/// The safetensors metadata key under which [`save_checkpoint`] records the `config.json` the
+/// weights were written with, so a loader can tell that the two files belong together.
+pub const CONFIG_METADATA_KEY: &str = "aido_config_json";
+
+/// Writes `dir/config.json` and `dir/model.safetensors` (creating `dir`) as a pair.
+///
+/// Both are written completely under temporary names first, then renamed (weights, then
+/// config): a crash leaves each file either old or new, never torn. The weights also carry
+/// the config they belong to (safetensors metadata [`CONFIG_METADATA_KEY`]), so the one
+/// window between the two renames — new weights beside the old config — is detected by
+/// [`load_checkpoint`](crate::load_checkpoint) as a typed error rather than loaded with the
+/// wrong meaning.
 pub fn save_checkpoint<B: Backend>(
     model: &AidoCell<B>,
     cfg: &AidoCellConfig,
@@ -189,18 +199,29 @@ pub fn save_checkpoint<B: Backend>(
                 })
         })
         .collect::<Result<HashMap<_, _>>>()?;
+    let config = hf_config_json(cfg);
+    let text =
+        serde_json::to_string_pretty(&config).map_err(|e| ModelError::Config(e.to_string()))?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (CONFIG_METADATA_KEY.to_string(), config.to_string()),
+    ]);
     let st = dir.join("model.safetensors");
-    let tmp = dir.join(".model.safetensors.tmp");
-    safetensors::serialize_to_file(views, None, &tmp).map_err(|e| ModelError::Weights {
-        path: st.clone(),
-        detail: e.to_string(),
-    })?;
-    std::fs::rename(&tmp, &st).map_err(io(&st))?;
+    let st_tmp = dir.join(".model.safetensors.tmp");
     let cj = dir.join("config.json");
-    let tmp = dir.join(".config.json.tmp");
-    let text = serde_json::to_string_pretty(&hf_config_json(cfg))
-        .map_err(|e| ModelError::Config(e.to_string()))?;
-    std::fs::write(&tmp, text + "\n").map_err(io(&cj))?;
-    std::fs::rename(&tmp, &cj).map_err(io(&cj))?;
+    let cj_tmp = dir.join(".config.json.tmp");
+    let staged = safetensors::serialize_to_file(views, Some(metadata), &st_tmp)
+        .map_err(|e| ModelError::Weights {
+            path: st.clone(),
+            detail: e.to_string(),
+        })
+        .and_then(|()| std::fs::write(&cj_tmp, text + "\n").map_err(io(&cj)));
+    if let Err(e) = staged {
+        let _ = std::fs::remove_file(&st_tmp);
+        let _ = std::fs::remove_file(&cj_tmp);
+        return Err(e);
+    }
+    std::fs::rename(&st_tmp, &st).map_err(io(&st))?;
+    std::fs::rename(&cj_tmp, &cj).map_err(io(&cj))?;
     Ok(())
 }

@@ -117,6 +117,9 @@ fn check_tiny(folder: &str, weights: &str, n_layers: usize) {
         &c.get("logits_special").1,
     );
     assert!(d <= 5e-5, "{folder}/{weights}: logits_special {d}");
+    // The CPU kernels ran on all of it without an error (a failure would have fallen back to
+    // the generic path and still matched).
+    assert_eq!(aido_model::attention::cpu_kernel_errors(), 0);
 }
 
 #[test]

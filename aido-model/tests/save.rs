@@ -52,3 +52,55 @@ fn saved_checkpoints_equal_the_fixture_files_and_load_again() {
         );
     }
 }
+
+/// Weights and `config.json` are a pair: weights saved with one config beside another config
+/// of the same tensor shapes (what an export interrupted between its two renames leaves) are
+/// refused, naming the field; the released checkpoints (no recorded config) load as before.
+#[test]
+fn weights_beside_a_foreign_config_are_refused() {
+    let src = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let dev = Default::default();
+    let (model, cfg) = load_checkpoint::<Cpu>(&src, LoadMode::Full, &dev).unwrap();
+    assert!(
+        aido_model::load::embedded_config(&src.join("model.safetensors"))
+            .unwrap()
+            .is_none()
+    );
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    save_checkpoint(&model, &cfg, a.path()).unwrap();
+    let recorded = aido_model::load::embedded_config(&a.path().join("model.safetensors"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(recorded["hidden_size"], cfg.hidden_size);
+    // Same shapes, another meaning: a different head count.
+    let mut other = cfg.clone();
+    other.num_attention_heads = if cfg.num_attention_heads == 1 { 2 } else { 1 };
+    assert_eq!(cfg.hidden_size % other.num_attention_heads, 0);
+    save_checkpoint(&model, &other, b.path()).unwrap();
+    std::fs::copy(
+        b.path().join("model.safetensors"),
+        a.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let err = load_checkpoint::<Cpu>(a.path(), LoadMode::Full, &dev)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("config.json") && err.contains("num_attention_heads"),
+        "{err}"
+    );
+    // A key added by hand to config.json is not a mismatch.
+    let cj = b.path().join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cj).unwrap()).unwrap();
+    v["architectures"] = serde_json::json!(["CellFoundationForMaskedLM"]);
+    std::fs::write(&cj, v.to_string()).unwrap();
+    load_checkpoint::<Cpu>(b.path(), LoadMode::Full, &dev).unwrap();
+    // Nothing is left under a temporary name.
+    let names: Vec<String> = std::fs::read_dir(b.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}

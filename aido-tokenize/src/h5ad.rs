@@ -68,6 +68,24 @@ pub(crate) fn read_string_column(h5: &H5, object: &str) -> Result<Vec<String>> {
     }
 }
 
+/// The `mask` of a nullable column (`true` = missing), checked against the values' length; a
+/// column written without one has no missing values.
+fn nullable_mask(h5: &H5, object: &str, n: usize) -> Result<Vec<bool>> {
+    let path = format!("{object}/mask");
+    if !h5.is_dataset(&path) {
+        return Ok(vec![false; n]);
+    }
+    let mask = h5.read_bool_all(&path)?;
+    if mask.len() != n {
+        return Err(TokenizeError::ShapeMismatch {
+            path: h5.path().to_path_buf(),
+            object: path,
+            detail: format!("{} mask entries for {n} values", mask.len()),
+        });
+    }
+    Ok(mask)
+}
+
 /// Reads one dataframe column in any supported encoding; `None` for encodings we do not copy.
 pub(crate) fn read_obs_column(h5: &H5, object: &str) -> Result<Option<ObsColumn>> {
     let enc = h5.attr_string(object, "encoding-type")?;
@@ -95,12 +113,21 @@ pub(crate) fn read_obs_column(h5: &H5, object: &str) -> Result<Option<ObsColumn>
                     ordered,
                 }))
             }
-            Some("nullable-integer") => Ok(Some(ObsColumn::Int(
-                h5.read_i64_all(&format!("{object}/values"))?,
-            ))),
-            Some("nullable-boolean") => Ok(Some(ObsColumn::Bool(
-                h5.read_bool_all(&format!("{object}/values"))?,
-            ))),
+            Some("nullable-integer") => {
+                let values = h5.read_i64_all(&format!("{object}/values"))?;
+                let mask = nullable_mask(h5, object, values.len())?;
+                Ok(Some(ObsColumn::NullableInt { values, mask }))
+            }
+            Some("nullable-boolean") => {
+                let values = h5.read_bool_all(&format!("{object}/values"))?;
+                let mask = nullable_mask(h5, object, values.len())?;
+                Ok(Some(ObsColumn::NullableBool { values, mask }))
+            }
+            Some("nullable-string-array") => {
+                let values = h5.read_strings(&format!("{object}/values"))?;
+                let mask = nullable_mask(h5, object, values.len())?;
+                Ok(Some(ObsColumn::NullableStr { values, mask }))
+            }
             _ => Ok(None),
         };
     }

@@ -14,7 +14,10 @@ use ndarray::Array2;
 
 use crate::error::{Result, TokenizeError};
 use crate::h5::{H5, attr_as_strings};
-use crate::h5ad_out::{bool_type, chunk_1d, dense, fill_codes, fill_strings, s, tag};
+use crate::h5ad_out::{
+    bool_type, chunk_1d, dense, fill_codes, fill_mask, fill_nullable_values, fill_strings,
+    nullable_encoding, s, tag,
+};
 use crate::io_util::temp_sibling;
 use crate::source::ObsColumn;
 
@@ -130,9 +133,12 @@ fn fill_column(d: &mut DatasetBuilder, c: &ObsColumn) -> Result<()> {
             tag(d, "array", "0.2.0");
         }
         ObsColumn::Str(v) => fill_strings(d, v, false),
-        ObsColumn::Categorical { .. } => {
+        ObsColumn::Categorical { .. }
+        | ObsColumn::NullableInt { .. }
+        | ObsColumn::NullableBool { .. }
+        | ObsColumn::NullableStr { .. } => {
             return Err(TokenizeError::InvalidArgument(
-                "internal: a categorical column is a group".into(),
+                "internal: a categorical or nullable column is a group".into(),
             ));
         }
     }
@@ -212,6 +218,29 @@ fn stage_column(
                 g.create_dataset("categories", |d| fill_strings(d, categories, false));
             })
             .map(|_| ()),
+        ObsColumn::NullableInt { mask, .. }
+        | ObsColumn::NullableBool { mask, .. }
+        | ObsColumn::NullableStr { mask, .. } => {
+            let mut err = None;
+            let r = root.create_group_with(path, |g| {
+                g.set_attr("encoding-type", s(nullable_encoding(c)));
+                g.set_attr("encoding-version", s("0.1.0"));
+                g.create_dataset("values", |d| {
+                    if let Err(e) = fill_nullable_values(d, c) {
+                        err = Some(e);
+                    }
+                });
+                g.create_dataset("mask", |d| {
+                    if let Err(e) = fill_mask(d, mask) {
+                        err = Some(e);
+                    }
+                });
+            });
+            if let Some(e) = err {
+                return Err(e);
+            }
+            r.map(|_| ())
+        }
         other => {
             let mut err = None;
             let r = root.create_dataset(path, |d| {

@@ -67,6 +67,27 @@ pub enum ObsColumn {
     Bool(Vec<bool>),
     /// Strings.
     Str(Vec<String>),
+    /// anndata's `nullable-integer` (pandas `Int64`): values, and `mask[i]` = cell `i` missing.
+    NullableInt {
+        /// Values (meaningless where masked).
+        values: Vec<i64>,
+        /// `true` where the value is missing.
+        mask: Vec<bool>,
+    },
+    /// anndata's `nullable-boolean` (pandas `boolean`).
+    NullableBool {
+        /// Values (meaningless where masked).
+        values: Vec<bool>,
+        /// `true` where the value is missing.
+        mask: Vec<bool>,
+    },
+    /// anndata's `nullable-string-array` (pandas `string` with missing values).
+    NullableStr {
+        /// Values (meaningless where masked).
+        values: Vec<String>,
+        /// `true` where the value is missing.
+        mask: Vec<bool>,
+    },
 }
 
 impl ObsColumn {
@@ -78,6 +99,22 @@ impl ObsColumn {
             ObsColumn::Int(v) => v.len(),
             ObsColumn::Bool(v) => v.len(),
             ObsColumn::Str(v) => v.len(),
+            ObsColumn::NullableInt { values, .. } => values.len(),
+            ObsColumn::NullableBool { values, .. } => values.len(),
+            ObsColumn::NullableStr { values, .. } => values.len(),
+        }
+    }
+
+    /// Whether cell `i`'s value is missing: a categorical code −1, a NaN float, or a masked
+    /// nullable value.
+    pub fn is_missing(&self, i: usize) -> bool {
+        match self {
+            ObsColumn::Categorical { codes, .. } => codes[i] < 0,
+            ObsColumn::Float(v) => v[i].is_nan(),
+            ObsColumn::NullableInt { mask, .. }
+            | ObsColumn::NullableBool { mask, .. }
+            | ObsColumn::NullableStr { mask, .. } => mask[i],
+            ObsColumn::Int(_) | ObsColumn::Bool(_) | ObsColumn::Str(_) => false,
         }
     }
 
@@ -99,6 +136,10 @@ impl ObsColumn {
             ObsColumn::Int(v) => v[i].to_string(),
             ObsColumn::Bool(v) => v[i].to_string(),
             ObsColumn::Str(v) => v[i].clone(),
+            _ if self.is_missing(i) => String::new(),
+            ObsColumn::NullableInt { values, .. } => values[i].to_string(),
+            ObsColumn::NullableBool { values, .. } => values[i].to_string(),
+            ObsColumn::NullableStr { values, .. } => values[i].clone(),
         }
     }
 
@@ -121,6 +162,18 @@ impl ObsColumn {
             ObsColumn::Int(v) => ObsColumn::Int(pick(v, keep)),
             ObsColumn::Bool(v) => ObsColumn::Bool(pick(v, keep)),
             ObsColumn::Str(v) => ObsColumn::Str(pick(v, keep)),
+            ObsColumn::NullableInt { values, mask } => ObsColumn::NullableInt {
+                values: pick(values, keep),
+                mask: pick(mask, keep),
+            },
+            ObsColumn::NullableBool { values, mask } => ObsColumn::NullableBool {
+                values: pick(values, keep),
+                mask: pick(mask, keep),
+            },
+            ObsColumn::NullableStr { values, mask } => ObsColumn::NullableStr {
+                values: pick(values, keep),
+                mask: pick(mask, keep),
+            },
         }
     }
 }

@@ -1,8 +1,16 @@
 //! burn-flex (CPU): the multithreaded SIMD flash-attention kernels of `aido-kernels`, forward
 //! and backward, for contiguous f32 tensors; anything else (other dtypes, cross-attention
 //! shapes) takes the generic implementation.
+//!
+//! A kernel that applies but reports an error (it should not: the shapes are checked first) is
+//! not swallowed: the error is logged (`tracing::error!`, with the op and shape) and counted
+//! ([`cpu_kernel_errors`]), and the generic implementation computes the result. The
+//! [`AttentionBackend`] methods return tensors (they also run inside burn's autodiff backward,
+//! which has no error channel), so logging plus a counter is the honest report here.
 
-use aido_kernels::{AttnShape, flash_backward, flash_forward};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aido_kernels::{AttnShape, KernelError, flash_backward, flash_forward};
 use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_flex::FlexTensor;
@@ -46,7 +54,34 @@ fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().unwrap_or(&[])
 }
 
-/// Runs the forward kernel; `None` when the kernel does not apply or reports an error.
+static KERNEL_ERRORS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many times, in this process, a CPU attention kernel applied to its input but reported
+/// an error (each time logged with `tracing::error!` and computed by the generic path
+/// instead). Zero in a healthy run; tests and long jobs can assert it.
+pub fn cpu_kernel_errors() -> usize {
+    KERNEL_ERRORS.load(Ordering::Relaxed)
+}
+
+/// `true` when the kernel ran; on an error, logs and counts it.
+fn kernel_ran(op: &str, ks: AttnShape, r: Result<(), KernelError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            KERNEL_ERRORS.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                "CPU attention kernel {op} failed on [B·H {}, S {}, D {}]: {e}; the generic implementation computes this call instead",
+                ks.bh,
+                ks.seq,
+                ks.head_dim
+            );
+            false
+        }
+    }
+}
+
+/// Runs the forward kernel; `None` when the kernel does not apply or reports an error (logged
+/// and counted).
 fn forward(
     q: &FlexTensor,
     k: &FlexTensor,
@@ -57,7 +92,7 @@ fn forward(
     let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
     let mut out = FlexTensor::zeros(shape.clone(), DType::F32);
     let mut lse = FlexTensor::zeros(Shape::new([shape[0], shape[1], shape[2]]), DType::F32);
-    flash_forward(
+    let r = flash_forward(
         values(&q),
         values(&k),
         values(&v),
@@ -65,9 +100,8 @@ fn forward(
         scale,
         out.storage_mut::<f32>(),
         lse.storage_mut::<f32>(),
-    )
-    .ok()?;
-    Some((out, lse))
+    );
+    kernel_ran("forward", ks, r).then_some((out, lse))
 }
 
 impl AttentionBackend for Flex {
@@ -116,7 +150,7 @@ impl AttentionBackend for Flex {
             let mut dq = FlexTensor::zeros(shape.clone(), DType::F32);
             let mut dk = FlexTensor::zeros(shape.clone(), DType::F32);
             let mut dv = FlexTensor::zeros(shape, DType::F32);
-            let ok = flash_backward(
+            let r = flash_backward(
                 values(&c[0]),
                 values(&c[1]),
                 values(&c[2]),
@@ -129,10 +163,33 @@ impl AttentionBackend for Flex {
                 dk.storage_mut::<f32>(),
                 dv.storage_mut::<f32>(),
             );
-            if ok.is_ok() {
+            if kernel_ran("backward", ks, r) {
                 return (dq, dk, dv);
             }
         }
         tiled_backward::<Self>(q, k, v, out, lse, dout, scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_error_is_counted_not_swallowed() {
+        let ks = AttnShape {
+            bh: 1,
+            seq: 4,
+            head_dim: 8,
+        };
+        let before = cpu_kernel_errors();
+        // q is one element short of [1, 4, 8]: the kernel refuses it.
+        let (q, kv) = (vec![0.0f32; 31], vec![0.0f32; 32]);
+        let (mut out, mut lse) = (vec![0.0f32; 32], vec![0.0f32; 4]);
+        let r = flash_forward(&q, &kv, &kv, ks, 1.0, &mut out, &mut lse);
+        assert!(r.is_err());
+        assert!(!kernel_ran("forward", ks, r));
+        assert!(cpu_kernel_errors() > before);
+        assert!(kernel_ran("forward", ks, Ok(())));
     }
 }

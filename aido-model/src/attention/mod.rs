@@ -14,6 +14,7 @@
 
 mod autodiff;
 mod flex;
+pub use flex::cpu_kernel_errors;
 pub mod tiled;
 
 use burn::tensor::backend::Backend;
