@@ -14,6 +14,7 @@
 //! - [`embed`]: pooling, gene embeddings, the batch [`Embedder`], conversion to `ndarray`.
 //! - [`backend`]: the CPU/CUDA/wgpu backends and [`DeviceKind`].
 
+pub use aido_tokenize;
 pub use burn;
 
 pub mod attention;
@@ -34,3 +35,10 @@ pub use error::{ModelError, Result};
 pub use load::{LoadMode, load_checkpoint};
 pub use model::{AidoCell, AidoCellModel, EncoderOutput};
 pub use save::save_checkpoint;
+
+// What the API takes from the data layer, so `cargo add aido-model` is enough to embed a file.
+pub use aido_tokenize::{
+    AlignOptions, AlignmentReport, CellSource, GeneAlignment, GeneIdMode, GeneVocab,
+    PreprocessConfig, ReadOptions, TokenBatch, TokenizeError, TokenizeOptions, Tokenizer,
+    open_source,
+};
