@@ -7,7 +7,7 @@
 //!   pair counts), accuracy / macro-F1 / per-class F1 / confusion, silhouette (euclidean and
 //!   cosine, in tiles), scib's label and batch ASW, graph connectivity and iLISI / cLISI;
 //! - [`preprocess`]: scanpy's expression baseline steps (normalize_total, log1p, seurat HVG,
-//!   scale), [`pca`] (covariance eigen route, sklearn's sign rule), [`knn`] (exact, self
+//!   scale), [`pca`] (covariance eigen route, sklearn's sign rule), [`knn`](mod@knn) (exact, self
 //!   included), [`umap`] (fuzzy simplicial set = scanpy's connectivities; seeded,
 //!   single-threaded layout), [`leiden`] (RB modularity as leidenalg, the resolution search);
 //! - [`pipeline`]: the whole zero-shot clustering protocol on an embedding or on raw counts,

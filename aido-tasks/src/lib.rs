@@ -7,7 +7,7 @@
 //!   norm → `H → 256 → ReLU → C`) and [`CellTypeClassifier`] (encoder + head);
 //! - [`weights`]: the loss's class weights (the paper's, read as a cap; balanced; none);
 //! - [`split`]: stratified seeded splits, or the user's split column;
-//! - [`finetune`]: the resumable loop — weighted cross-entropy, selection on validation
+//! - [`finetune`](mod@finetune): the resumable loop — weighted cross-entropy, selection on validation
 //!   macro-F1, early stopping, every trainable mode of `aido_train::finetune::Trainable`, and
 //!   the frozen-prefix cache;
 //! - [`classifier`]: the folder `aido predict` loads, and prediction;

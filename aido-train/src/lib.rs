@@ -1,6 +1,6 @@
 //! # aido-train — training AIDO.Cell
 //!
-//! - [`pretrain`]: the read-depth-aware pretraining loop (SPEC-rda-training §2–3): AdamW with the
+//! - [`pretrain`](mod@pretrain): the read-depth-aware pretraining loop (SPEC-rda-training §2–3): AdamW with the
 //!   paper's constants, linear warm-up + cosine ([`config::learning_rate`], a closed form of the
 //!   step), clipping by the global gradient norm, gradient accumulation, a held-out validation
 //!   split, a JSON-lines metrics log, atomic resumable checkpoints ([`checkpoint`]) and an export
