@@ -33,7 +33,9 @@ pub use config::{AidoCellConfig, NormKind};
 pub use embed::{Embedder, Embeddings, Pooling};
 pub use error::{ModelError, Result};
 pub use load::{LoadMode, load_checkpoint};
-pub use model::{AidoCell, AidoCellModel, EncoderOutput};
+pub use model::{
+    AidoCell, AidoCellModel, EncoderOutput, GeneEmbeddingConfig, LayerConfig, Mlp, MlpConfig,
+};
 pub use save::save_checkpoint;
 
 // What the API takes from the data layer, so `cargo add aido-model` is enough to embed a file.

@@ -3,6 +3,7 @@
 //! `bert.gene_embedding.linear1.weight` here, except `attention.self` (a Rust keyword) →
 //! `attention.self_attn`, `LayerNorm` → `layer_norm`, and norm `weight`/`bias` → `gamma`/`beta`.
 
+use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{
     Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RmsNorm,
@@ -43,6 +44,34 @@ impl<B: Backend> Norm<B> {
         match self {
             Norm::LayerNorm(n) => n.forward(x),
             Norm::RmsNorm(n) => n.forward(x),
+        }
+    }
+}
+
+/// Configuration of a [`GeneEmbedding`].
+#[derive(Config, Debug)]
+pub struct GeneEmbeddingConfig {
+    /// Hidden size `H`.
+    pub hidden_size: usize,
+    /// Number of bins of the auto-discretization (`bin_num`, 10 in the released models).
+    #[config(default = 10)]
+    pub bin_num: usize,
+    /// `bin_alpha`: weight of the leaky-ReLU branch in the bin logits.
+    #[config(default = 1.0)]
+    pub bin_alpha: f64,
+}
+
+impl GeneEmbeddingConfig {
+    /// A randomly initialized value embedding.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> GeneEmbedding<B> {
+        let (nb, h) = (self.bin_num, self.hidden_size);
+        GeneEmbedding {
+            linear1: linear(1, nb, true, device),
+            linear2: linear(nb, nb, true, device),
+            lookup_table: EmbeddingConfig::new(nb, h).init(device),
+            mask_embedding: EmbeddingConfig::new(1, h).init(device),
+            pad_embedding: EmbeddingConfig::new(1, h).init(device),
+            bin_alpha: self.bin_alpha,
         }
     }
 }
@@ -157,6 +186,30 @@ impl<B: AttentionBackend> Attention<B> {
     }
 }
 
+/// Configuration of an [`Mlp`].
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// Hidden size `H`.
+    pub hidden_size: usize,
+    /// Intermediate size `I`.
+    pub intermediate_size: usize,
+    /// Biases on the three projections (`add_linear_bias`).
+    #[config(default = false)]
+    pub bias: bool,
+}
+
+impl MlpConfig {
+    /// A randomly initialized SwiGLU block.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Mlp<B> {
+        let (h, i, bias) = (self.hidden_size, self.intermediate_size, self.bias);
+        Mlp {
+            up_proj: linear(h, i, bias, device),
+            gate_proj: linear(h, i, bias, device),
+            down_proj: linear(i, h, bias, device),
+        }
+    }
+}
+
 /// SwiGLU feed-forward: `down(SiLU(gate x) ⊙ up x)`.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -166,6 +219,61 @@ pub struct Mlp<B: Backend> {
     pub gate_proj: Linear<B>,
     /// `I → H`.
     pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `[.., H] → [.., H]` (no norm, no residual: the [`Layer`] adds those).
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.down_proj
+            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// Configuration of one pre-norm block ([`Layer`]).
+#[derive(Config, Debug)]
+pub struct LayerConfig {
+    /// Hidden size `H`.
+    pub hidden_size: usize,
+    /// SwiGLU intermediate size `I`.
+    pub intermediate_size: usize,
+    /// Attention heads (`H` must be a multiple).
+    pub num_attention_heads: usize,
+    /// LayerNorm or RMSNorm.
+    #[config(default = "NormKind::LayerNorm")]
+    pub norm: NormKind,
+    /// Norm epsilon.
+    #[config(default = 1e-5)]
+    pub layer_norm_eps: f64,
+    /// Biases on the attention and SwiGLU projections (`add_linear_bias`).
+    #[config(default = false)]
+    pub bias: bool,
+}
+
+impl LayerConfig {
+    /// A randomly initialized block (no LoRA adapters).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Layer<B> {
+        let (h, bias) = (self.hidden_size, self.bias);
+        let norm = || Norm::new(self.norm, h, self.layer_norm_eps, device);
+        Layer {
+            attention: Attention {
+                ln: norm(),
+                self_attn: SelfAttention {
+                    query: linear(h, h, bias, device),
+                    key: linear(h, h, bias, device),
+                    value: linear(h, h, bias, device),
+                    num_heads: self.num_attention_heads,
+                },
+                output: AttentionOutput {
+                    dense: linear(h, h, bias, device),
+                },
+                lora: None,
+            },
+            ln: norm(),
+            mlp: MlpConfig::new(h, self.intermediate_size)
+                .with_bias(bias)
+                .init(device),
+        }
+    }
 }
 
 /// One pre-norm block.
@@ -184,10 +292,7 @@ impl<B: AttentionBackend> Layer<B> {
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let h = h.clone() + self.attention.forward(h);
         let x = self.ln.forward(h.clone());
-        let m = &self.mlp;
-        h + m
-            .down_proj
-            .forward(silu(m.gate_proj.forward(x.clone())) * m.up_proj.forward(x))
+        h + self.mlp.forward(x)
     }
 }
 
@@ -365,47 +470,40 @@ fn linear<B: Backend>(i: usize, o: usize, bias: bool, device: &B::Device) -> Lin
 }
 
 impl AidoCellConfig {
-    /// Random-initialized model of this configuration (head included when `with_head`).
-    pub fn init<B: Backend>(&self, with_head: bool, device: &B::Device) -> AidoCell<B> {
-        let (h, i, nb, bias) = (
+    /// The configuration of one of this model's blocks.
+    pub fn layer_config(&self) -> LayerConfig {
+        LayerConfig::new(
             self.hidden_size,
             self.intermediate_size,
-            self.bin_num,
-            self.add_linear_bias,
-        );
+            self.num_attention_heads,
+        )
+        .with_norm(self.norm)
+        .with_layer_norm_eps(self.layer_norm_eps)
+        .with_bias(self.add_linear_bias)
+    }
+
+    /// The configuration of this model's value embedding.
+    pub fn gene_embedding_config(&self) -> GeneEmbeddingConfig {
+        GeneEmbeddingConfig::new(self.hidden_size)
+            .with_bin_num(self.bin_num)
+            .with_bin_alpha(self.bin_alpha)
+    }
+
+    /// The configuration of one of this model's SwiGLU blocks.
+    pub fn mlp_config(&self) -> MlpConfig {
+        MlpConfig::new(self.hidden_size, self.intermediate_size).with_bias(self.add_linear_bias)
+    }
+
+    /// Random-initialized model of this configuration (head included when `with_head`).
+    pub fn init<B: Backend>(&self, with_head: bool, device: &B::Device) -> AidoCell<B> {
+        let h = self.hidden_size;
         let norm = |d: &B::Device| Norm::new(self.norm, h, self.layer_norm_eps, d);
+        let layer = self.layer_config();
         let layers = (0..self.num_hidden_layers)
-            .map(|_| Layer {
-                attention: Attention {
-                    ln: norm(device),
-                    self_attn: SelfAttention {
-                        query: linear(h, h, bias, device),
-                        key: linear(h, h, bias, device),
-                        value: linear(h, h, bias, device),
-                        num_heads: self.num_attention_heads,
-                    },
-                    output: AttentionOutput {
-                        dense: linear(h, h, bias, device),
-                    },
-                    lora: None,
-                },
-                ln: norm(device),
-                mlp: Mlp {
-                    up_proj: linear(h, i, bias, device),
-                    gate_proj: linear(h, i, bias, device),
-                    down_proj: linear(i, h, bias, device),
-                },
-            })
+            .map(|_| layer.init(device))
             .collect();
         let bert = AidoCellModel {
-            gene_embedding: GeneEmbedding {
-                linear1: linear(1, nb, true, device),
-                linear2: linear(nb, nb, true, device),
-                lookup_table: EmbeddingConfig::new(nb, h).init(device),
-                mask_embedding: EmbeddingConfig::new(1, h).init(device),
-                pad_embedding: EmbeddingConfig::new(1, h).init(device),
-                bin_alpha: self.bin_alpha,
-            },
+            gene_embedding: self.gene_embedding_config().init(device),
             position_embedding: EmbeddingConfig::new(self.seq_len(), h).init(device),
             encoder: Encoder {
                 layer: layers,
