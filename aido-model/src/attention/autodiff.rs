@@ -1,4 +1,5 @@
-//! `Autodiff<B>`: attention whose backward is the backend's linear-memory one.
+//! `Autodiff<B>` over a kernel backend: attention whose backward is the backend's
+//! linear-memory one.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -10,14 +11,14 @@ use burn::tensor::TensorMetadata;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::FloatTensor;
 
-use super::{AttentionBackend, default_scale};
+use super::{Kernels, default_scale};
 
 /// The backward step registered by the forward: the saved output and log-sum-exp, and the
 /// checkpointed inputs.
 #[derive(Debug)]
 struct AttentionBackward;
 
-impl<B: AttentionBackend> Backward<B, 3> for AttentionBackward {
+impl<B: Kernels> Backward<B, 3> for AttentionBackward {
     type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f32);
 
     fn backward(
@@ -32,7 +33,7 @@ impl<B: AttentionBackend> Backward<B, 3> for AttentionBackward {
         let q: FloatTensor<B> = checkpointer.retrieve_node_output(qid);
         let k: FloatTensor<B> = checkpointer.retrieve_node_output(kid);
         let v: FloatTensor<B> = checkpointer.retrieve_node_output(vid);
-        let (dq, dk, dv) = B::aido_attention_backward(q, k, v, out, lse, dout, scale);
+        let (dq, dk, dv) = B::attn_backward(q, k, v, out, lse, dout, scale);
         if let Some(n) = node_q {
             grads.register::<B>(n.id, dq);
         }
@@ -45,12 +46,8 @@ impl<B: AttentionBackend> Backward<B, 3> for AttentionBackward {
     }
 }
 
-impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B, C> {
-    fn aido_attention(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
+impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+    fn attn(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
         let scale = default_scale(q.primitive.shape()[3]);
         match AttentionBackward
             .prepare::<C>([q.node.clone(), k.node.clone(), v.node.clone()])
@@ -63,33 +60,30 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
                     prep.checkpoint(&k),
                     prep.checkpoint(&v),
                 );
-                let (out, lse) =
-                    B::aido_attention_with_lse(q.primitive, k.primitive, v.primitive, scale);
+                let (out, lse) = B::attn_with_lse(q.primitive, k.primitive, v.primitive, scale);
                 prep.finish((qid, kid, vid, out.clone(), lse, scale), out)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::aido_attention(q.primitive, k.primitive, v.primitive))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::attn(q.primitive, k.primitive, v.primitive)),
         }
     }
 
-    fn aido_attention_with_lse(
+    fn attn_with_lse(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        // The output is tracked through `aido_attention`; the log-sum-exp is a constant.
-        let (_, lse) = B::aido_attention_with_lse(
+        // The output is tracked through `attn`; the log-sum-exp is a constant.
+        let (_, lse) = B::attn_with_lse(
             q.primitive.clone(),
             k.primitive.clone(),
             v.primitive.clone(),
             scale,
         );
-        (Self::aido_attention(q, k, v), Self::from_inner(lse))
+        (Self::attn(q, k, v), Self::from_inner(lse))
     }
 
-    fn aido_attention_backward(
+    fn attn_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
@@ -99,7 +93,7 @@ impl<B: AttentionBackend, C: CheckpointStrategy> AttentionBackend for Autodiff<B
         scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         // First-order only: the gradients are constants of the graph.
-        let (dq, dk, dv) = B::aido_attention_backward(
+        let (dq, dk, dv) = B::attn_backward(
             Self::inner(q),
             Self::inner(k),
             Self::inner(v),

@@ -5,7 +5,7 @@
 //! A kernel that applies but reports an error (it should not: the shapes are checked first) is
 //! not swallowed: the error is logged (`tracing::error!`, with the op and shape) and counted
 //! ([`cpu_kernel_errors`]), and the generic implementation computes the result. The
-//! [`AttentionBackend`] methods return tensors (they also run inside burn's autodiff backward,
+//! `AttentionBackend` methods return tensors (they also run inside burn's autodiff backward,
 //! which has no error channel), so logging plus a counter is the honest report here.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use burn::backend::Flex;
 use burn::tensor::{DType, Shape, TensorMetadata};
 use burn_flex::FlexTensor;
 
-use super::{AttentionBackend, default_scale, fused_forward, tiled_backward, tiled_forward};
+use super::{Kernels, default_scale, fused_forward, tiled_backward, tiled_forward};
 
 /// `[B, H, S, D]` of a self-attention triple the kernels take, or `None`.
 fn kernel_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<(Shape, AttnShape)> {
@@ -55,6 +55,13 @@ fn values(t: &FlexTensor) -> &[f32] {
 }
 
 static KERNEL_ERRORS: AtomicUsize = AtomicUsize::new(0);
+static KERNEL_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many CPU attention kernel calls (forward or backward) completed in this process: the
+/// evidence that a backend's calls took the SIMD kernels rather than the generic path.
+pub fn cpu_kernel_runs() -> usize {
+    KERNEL_RUNS.load(Ordering::Relaxed)
+}
 
 /// How many times, in this process, a CPU attention kernel applied to its input but reported
 /// an error (each time logged with `tracing::error!` and computed by the generic path
@@ -66,7 +73,10 @@ pub fn cpu_kernel_errors() -> usize {
 /// `true` when the kernel ran; on an error, logs and counts it.
 fn kernel_ran(op: &str, ks: AttnShape, r: Result<(), KernelError>) -> bool {
     match r {
-        Ok(()) => true,
+        Ok(()) => {
+            KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
+            true
+        }
         Err(e) => {
             KERNEL_ERRORS.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
@@ -104,8 +114,8 @@ fn forward(
     kernel_ran("forward", ks, r).then_some((out, lse))
 }
 
-impl AttentionBackend for Flex {
-    fn aido_attention(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
+impl Kernels for Flex {
+    fn attn(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
         let scale = default_scale(q.shape()[3]);
         match forward(&q, &k, &v, scale) {
             Some((out, _)) => out,
@@ -113,7 +123,7 @@ impl AttentionBackend for Flex {
         }
     }
 
-    fn aido_attention_with_lse(
+    fn attn_with_lse(
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,
@@ -125,7 +135,7 @@ impl AttentionBackend for Flex {
         }
     }
 
-    fn aido_attention_backward(
+    fn attn_backward(
         q: FlexTensor,
         k: FlexTensor,
         v: FlexTensor,

@@ -1,21 +1,28 @@
 //! Dense bidirectional attention over the whole transcriptome: the model's one attention seam,
 //! as a backend extension with a linear-memory backward.
 //!
-//! [`AttentionBackend`] is implemented for every backend we ship and for `Autodiff<B>`:
+//! [`AttentionBackend`] is implemented for **every** burn `Backend` (one blanket impl, so the
+//! encoder runs on any backend a user brings, e.g. `NdArray`, without the orphan rule in the
+//! way). Each call picks, by the backend's type:
 //!
-//! - the forward returns the output and, when gradients are needed, the per-row log-sum-exp;
-//! - the backward recomputes the scores tile by tile (FlashAttention-2), so no `S × S` matrix is
-//!   ever stored, in inference or in training;
-//! - [`tiled`] is the generic implementation built from burn tensor ops (it runs on any
-//!   backend); burn-flex overrides it with the multithreaded SIMD kernels of `aido-kernels`;
-//!   CUDA and wgpu use burn's fused (flash) forward for inference.
+//! - burn-flex (`Cpu`): the multithreaded SIMD kernels of `aido-kernels`, forward and backward;
+//! - CUDA and wgpu (features `cuda`, `wgpu`): burn's fused (flash) forward;
+//! - `Autodiff<_>` over any of these: the forward with its log-sum-exp, registered as one op
+//!   whose backward recomputes the scores tile by tile (FlashAttention-2), so no `S × S` matrix
+//!   is ever stored;
+//! - any other backend: the generic implementation from burn tensor ops (burn's
+//!   `module::attention` for inference, [`tiled`] forward/backward). Under `Autodiff` of such a
+//!   backend, burn differentiates it op by op: correct, but training memory grows as `S²`.
 //!
-//! Every block of the model calls [`attention`].
+//! Every block of the model calls [`attention`]. Where to add a backend's kernels: implement
+//! the crate's `Kernels` trait for it and add it to `for_each_kernel_backend!`.
 
 mod autodiff;
 mod flex;
-pub use flex::cpu_kernel_errors;
+pub use flex::{cpu_kernel_errors, cpu_kernel_runs};
 pub mod tiled;
+
+use std::any::{Any, TypeId};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
@@ -27,31 +34,26 @@ pub const GENERIC_TILE: usize = 512;
 /// A backend that runs AIDO.Cell attention: `softmax(q kᵀ · scale) v` per batch and head, no
 /// mask, no bias. Shapes: `q, k, v, out, dout: [B, heads, S, head_dim]`, `lse: [B, heads, S]`.
 ///
-/// The defaults are correct on every backend; backends with faster kernels override them.
+/// Implemented for every [`Backend`]; see the [module docs](self) for which kernels run where.
 pub trait AttentionBackend: Backend {
-    /// Inference forward (no log-sum-exp). Default: burn's fused `module::attention` with
-    /// `scale: None`, which takes the flash kernels of the CubeCL backends.
+    /// Inference forward (no log-sum-exp).
     fn aido_attention(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        fused_forward::<Self>(q, k, v)
-    }
+    ) -> FloatTensor<Self>;
 
     /// Forward that also returns the natural log-sum-exp of each row of scaled scores
-    /// (what the backward needs). Default: [`tiled::forward`].
+    /// (what the backward needs).
     fn aido_attention_with_lse(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
         scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        tiled_forward::<Self>(q, k, v, scale)
-    }
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
 
     /// Gradients `(dq, dk, dv)` from the saved output and log-sum-exp, recomputing scores tile
-    /// by tile. Default: [`tiled::backward`].
+    /// by tile.
     #[allow(clippy::too_many_arguments)]
     fn aido_attention_backward(
         q: FloatTensor<Self>,
@@ -61,8 +63,125 @@ pub trait AttentionBackend: Backend {
         lse: FloatTensor<Self>,
         dout: FloatTensor<Self>,
         scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The backends with their own attention paths. The defaults are the generic implementation;
+/// a backend overrides what it has kernels for.
+pub(crate) trait Kernels: Backend {
+    fn attn(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        fused_forward::<Self>(q, k, v)
+    }
+
+    fn attn_with_lse(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        tiled_forward::<Self>(q, k, v, scale)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attn_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        dout: FloatTensor<Self>,
+        scale: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         tiled_backward::<Self>(q, k, v, out, lse, dout, scale)
+    }
+}
+
+/// Whether `B` is exactly `K`.
+fn is<B: 'static, K: 'static>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<K>()
+}
+
+/// `x` as the type it is (checked by [`is`] before every call).
+fn cast<A: 'static, T: 'static>(x: A) -> T {
+    let b: Box<dyn Any> = Box::new(x);
+    *b.downcast::<T>()
+        .expect("attention dispatch: the backend type was checked")
+}
+
+/// Runs `$m!(K)` for every backend type `K` with its own [`Kernels`].
+macro_rules! for_each_kernel_backend {
+    ($m:ident) => {
+        $m!(burn::backend::Flex);
+        $m!(burn::backend::Autodiff<burn::backend::Flex>);
+        #[cfg(feature = "cuda")]
+        $m!(crate::backend::Cuda);
+        #[cfg(feature = "cuda")]
+        $m!(burn::backend::Autodiff<crate::backend::Cuda>);
+        #[cfg(feature = "wgpu")]
+        $m!(crate::backend::Wgpu);
+        #[cfg(feature = "wgpu")]
+        $m!(burn::backend::Autodiff<crate::backend::Wgpu>);
+    };
+}
+
+impl<B: Backend> AttentionBackend for B {
+    fn aido_attention(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>) -> FloatTensor<B> {
+        macro_rules! try_backend {
+            ($K:ty) => {
+                if is::<B, $K>() {
+                    return cast(<$K as Kernels>::attn(cast(q), cast(k), cast(v)));
+                }
+            };
+        }
+        for_each_kernel_backend!(try_backend);
+        fused_forward::<B>(q, k, v)
+    }
+
+    fn aido_attention_with_lse(
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
+        scale: f32,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        macro_rules! try_backend {
+            ($K:ty) => {
+                if is::<B, $K>() {
+                    let (o, lse) = <$K as Kernels>::attn_with_lse(cast(q), cast(k), cast(v), scale);
+                    return (cast(o), cast(lse));
+                }
+            };
+        }
+        for_each_kernel_backend!(try_backend);
+        tiled_forward::<B>(q, k, v, scale)
+    }
+
+    fn aido_attention_backward(
+        q: FloatTensor<B>,
+        k: FloatTensor<B>,
+        v: FloatTensor<B>,
+        out: FloatTensor<B>,
+        lse: FloatTensor<B>,
+        dout: FloatTensor<B>,
+        scale: f32,
+    ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        macro_rules! try_backend {
+            ($K:ty) => {
+                if is::<B, $K>() {
+                    let (dq, dk, dv) = <$K as Kernels>::attn_backward(
+                        cast(q),
+                        cast(k),
+                        cast(v),
+                        cast(out),
+                        cast(lse),
+                        cast(dout),
+                        scale,
+                    );
+                    return (cast(dq), cast(dk), cast(dv));
+                }
+            };
+        }
+        for_each_kernel_backend!(try_backend);
+        tiled_backward::<B>(q, k, v, out, lse, dout, scale)
     }
 }
 
@@ -149,8 +268,8 @@ pub fn fused_forward_with_lse<B: Backend>(
 
 /// CUDA: burn's autotuned flash kernel forward (in training too), the generic tiled backward.
 #[cfg(feature = "cuda")]
-impl AttentionBackend for crate::backend::Cuda {
-    fn aido_attention_with_lse(
+impl Kernels for crate::backend::Cuda {
+    fn attn_with_lse(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
@@ -162,8 +281,8 @@ impl AttentionBackend for crate::backend::Cuda {
 
 /// wgpu: as CUDA.
 #[cfg(feature = "wgpu")]
-impl AttentionBackend for crate::backend::Wgpu {
-    fn aido_attention_with_lse(
+impl Kernels for crate::backend::Wgpu {
+    fn attn_with_lse(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
         v: FloatTensor<Self>,
