@@ -116,7 +116,7 @@ fn mutate_text(rng: &mut Rng, b: Vec<u8>) -> (Vec<u8>, String) {
                 "\"",
             ][rng.below(11)];
             let mut toks: Vec<String> = lines[l]
-                .split(|c: char| c == ' ' || c == '\t' || c == ',')
+                .split([' ', '\t', ','])
                 .map(str::to_string)
                 .collect();
             let t = rng.below(toks.len());
