@@ -375,3 +375,27 @@ fn embed_checks_output_keys_before_the_compute() {
     );
     assert!(!out.exists());
 }
+
+/// `aido … | head` closes stdout early: the run still completes its output and exits 0.
+#[test]
+fn a_closed_stdout_does_not_abort_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("z.safetensors");
+    let mut child = aido()
+        .args(["tokenize", "--input"])
+        .arg(shared_path("data/zheng68k.h5ad"))
+        .arg("--genes")
+        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg("--output")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.exists());
+}

@@ -525,7 +525,7 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
             ),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "wrote {}: obs/aido_leiden ({} clusters at resolution {:.4}{exact_note}), obsm/X_pca [{n} × {k}], obsm/X_umap; {:.1} s",
             a.output.display(),
             out.leiden.n_clusters,
@@ -533,7 +533,7 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<ClusterSumma
             t0.elapsed().as_secs_f64()
         );
         if let Some(s) = &scores {
-            println!(
+            outln!(
                 "  ARI {:.4}  NMI {:.4}  AMI {:.4}  silhouette {:.4}  label ASW {:.4}{}",
                 s.agreement.ari,
                 s.agreement.nmi,
@@ -638,7 +638,7 @@ pub(crate) fn cmd_evaluate(a: &EvaluateArgs) -> Result<()> {
     );
     let report = Value::Object(report);
     write_json(&a.report, &report)?;
-    println!("wrote {}", a.report.display());
+    outln!("wrote {}", a.report.display());
     for k in [
         "ari",
         "nmi",
@@ -652,7 +652,7 @@ pub(crate) fn cmd_evaluate(a: &EvaluateArgs) -> Result<()> {
         "ilisi",
     ] {
         if let Some(v) = report.get(k).and_then(Value::as_f64) {
-            println!("  {k}: {v:.4}");
+            outln!("  {k}: {v:.4}");
         }
     }
     Ok(())

@@ -495,7 +495,7 @@ where
     });
     write_json(&a.out.join("report.json"), &report)?;
     if verbose {
-        println!(
+        outln!(
             "test ({} cells): macro-F1 {:.4}, accuracy {:.4} (best epoch {}); wrote {}/report.json, confusion.png, classifier/",
             rows.test.len(),
             test.macro_f1,
@@ -505,7 +505,7 @@ where
         );
         if let Some(b) = report.get("baselines").filter(|b| !b.is_null()) {
             for name in ["logreg_pca", "knn_pca"] {
-                println!(
+                outln!(
                     "baseline {name}: macro-F1 {:.4}, accuracy {:.4}",
                     b[name]["macro_f1"].as_f64().unwrap_or(f64::NAN),
                     b[name]["accuracy"].as_f64().unwrap_or(f64::NAN)
@@ -733,7 +733,7 @@ fn predict_on<B: AttentionBackend + Backend>(
             .filter(|(_, n)| **n > 0)
             .map(|(name, n)| format!("{name} {n}"))
             .collect();
-        println!(
+        outln!(
             "wrote {}: obs/aido_cell_type for {n} cells ({}) in {:.1} s",
             a.output.display(),
             top.join(", "),

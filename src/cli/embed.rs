@@ -350,7 +350,7 @@ fn embed_with_model<B: AttentionBackend>(
             OutFormat::H5ad => "obsm/X_aido_cell",
             OutFormat::Safetensors => "cell_embedding",
         };
-        println!(
+        outln!(
             "wrote {}: {what} [{n}, {h}] ({} pooling){}; {n} cells in {seconds:.2} s ({:.2} cells/s)",
             a.output.display(),
             a.pooling.name(),

@@ -311,7 +311,7 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
     aido_train::checkpoint::write_atomic(&tsv_path, tsv.as_bytes())?;
     let seconds = t0.elapsed().as_secs_f64();
     if !a.quiet {
-        println!(
+        outln!(
             "wrote {}: shifts [{n} cells × {k} genes] ({computed} perturbed copies embedded, {} knockouts of unexpressed genes = 0, {skipped_sparse} cells skipped with < 2 expressed genes) in {seconds:.1} s ({:.1} ms per cell×gene computed); ranking in {}",
             a.output.display(),
             n * k - computed,
@@ -319,9 +319,11 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
             tsv_path.display()
         );
         for &t in order.iter().take(5) {
-            println!(
+            outln!(
                 "  {:<16} mean shift {:.3e} ({} cells express it)",
-                names[t], mean[t], n_expr[t]
+                names[t],
+                mean[t],
+                n_expr[t]
             );
         }
     }

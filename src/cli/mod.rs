@@ -1,5 +1,26 @@
 //! Argument parsing and the subcommands of `aido`.
 
+/// `println!` that never panics: a closed stdout (`aido … | head`) must not abort a run that
+/// is writing its results to files, so the report lines are best effort.
+macro_rules! outln {
+    () => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout());
+    }};
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see `outln!`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 mod analysis;
 mod annotate;
 mod embed;
@@ -312,7 +333,7 @@ pub(crate) fn tokenize_to_safetensors(
     let t0 = Instant::now();
     let mut tok = Tokenizer::new(source.as_mut(), &vocab, opts)?;
     if verbose {
-        println!("{}", tok.report());
+        outln!("{}", tok.report());
     }
     let present = tok.alignment().present().to_vec();
     let mut meta = std::collections::BTreeMap::new();
@@ -358,12 +379,12 @@ pub(crate) fn tokenize_to_safetensors(
             eprintln!("{w}");
         }
         if stats.cells_skipped_empty > 0 {
-            println!(
+            outln!(
                 "skipped {} cells with no counts in the aligned genes",
                 stats.cells_skipped_empty
             );
         }
-        println!(
+        outln!(
             "wrote {}: values [{}, {}] f32, present [{}] u8 ({} positions present), cell_index [{}]; {} cells in {:.2} s ({:.0} cells/s)",
             output.display(),
             stats.cells_written,
@@ -399,7 +420,7 @@ fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
             perturb::write_simulated_screen(&cfg, &a.output, a.controls_out.as_deref())?;
         if let Some(p) = &a.panel_out {
             GeneVocab::from_names(sim_genes)?.write_tsv(p)?;
-            println!("wrote the gene panel to {}", p.display());
+            outln!("wrote the gene panel to {}", p.display());
         }
         return Ok(());
     }
@@ -445,7 +466,7 @@ fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
     });
     w.uns.push(("aido_simulation".into(), format!("{cfg:?}")));
     w.write(&a.output)?;
-    println!(
+    outln!(
         "wrote {}: {} cells × {} genes, {} cell types, {} non-zero ({:.2}% dense)",
         a.output.display(),
         n_cells,
@@ -455,7 +476,7 @@ fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
         100.0 * nnz as f64 / (n_cells * n_genes).max(1) as f64
     );
     if let Some(p) = &a.panel_out {
-        println!("wrote the gene panel to {}", p.display());
+        outln!("wrote the gene panel to {}", p.display());
     }
     Ok(())
 }
@@ -472,7 +493,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
             tmp.path().to_path_buf()
         }
     };
-    println!(
+    outln!(
         "aido demo: simulate → pretrain a tiny model (RDA) → embed → cluster, next to the expression baseline (files in {})",
         dir.display()
     );
@@ -551,7 +572,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         gene_embeddings: Vec::new(),
     };
     let s = embed::cmd_embed(&args, false)?;
-    println!(
+    outln!(
         "embedded {} cells → obsm/X_aido_cell [{} × {}] in {} ({:.1} cells/s)",
         s.cells,
         s.cells,
@@ -591,12 +612,17 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         let r = analysis::cmd_cluster(&args, false)?;
         rows.push((what, r));
     }
-    println!(
+    outln!(
         "zero-shot clustering against the simulated cell types (Leiden searched to 5 clusters):"
     );
-    println!(
+    outln!(
         "  {:<22} {:>8} {:>7} {:>7} {:>10} {:>10}",
-        "", "clusters", "ARI", "NMI", "label ASW", "batch ASW"
+        "",
+        "clusters",
+        "ARI",
+        "NMI",
+        "label ASW",
+        "batch ASW"
     );
     for (what, r) in &rows {
         let g = |k: &str| {
@@ -605,7 +631,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
                 .and_then(serde_json::Value::as_f64)
                 .unwrap_or(f64::NAN)
         };
-        println!(
+        outln!(
             "  {what:<22} {:>8} {:>7.3} {:>7.3} {:>10.3} {:>10.3}",
             r.n_clusters,
             r.ari.unwrap_or(f64::NAN),
@@ -614,13 +640,13 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
             g("batch_asw")
         );
     }
-    println!(
+    outln!(
         "UMAPs: {} and {}",
         dir.join("demo_embedding_umap.png").display(),
         dir.join("demo_expression_umap.png").display()
     );
     if a.out.is_none() {
-        println!("(files were in a temporary folder; pass --out DIR to keep them)");
+        outln!("(files were in a temporary folder; pass --out DIR to keep them)");
     }
     Ok(())
 }

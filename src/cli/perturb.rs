@@ -294,7 +294,7 @@ where
     let split = make_split(a, &data, &obs)?;
     if verbose {
         let count = |p| split.conditions(p).len();
-        println!(
+        outln!(
             "{}: {} cells × {g} genes, {} conditions ({} control cells); split {}: {} train, {} val, {} test conditions",
             a.input.display(),
             data.cell_condition.len(),
@@ -358,7 +358,7 @@ where
         }
     };
     if verbose {
-        println!(
+        outln!(
             "co-expression graph: {} edges over {co_cells} cells (|r| > {}, top {}); perturbation graph: {pert_graph}, {} edges",
             co_edges.len(),
             a.coexpress_threshold,
@@ -411,7 +411,7 @@ where
                 a.gene_id,
             )?;
             if verbose {
-                println!(
+                outln!(
                     "backbone {}: gene embeddings [{} control cells × {g} genes × {d}] in {:.1} s ({missing} of the data's genes not in the model's list: zero embedding)",
                     dir.display(),
                     ctrl.len(),
@@ -450,9 +450,13 @@ where
     };
     let fitted = perturb_fit::fit::<B>(&data, &inputs, &device, |e| {
         if verbose {
-            println!(
+            outln!(
                 "epoch {:>3}: train loss {:.5}, val MSE {:.5} (lr {:.2e}, {:.1} s)",
-                e.epoch, e.train_loss, e.val_mse, e.lr, e.seconds
+                e.epoch,
+                e.train_loss,
+                e.val_mse,
+                e.lr,
+                e.seconds
             );
         }
     })?;
@@ -478,7 +482,7 @@ where
         64,
     )?;
     if verbose {
-        println!(
+        outln!(
             "predicted {} conditions from {} control cells in {:.1} s",
             means.len(),
             pool.len(),
@@ -608,7 +612,7 @@ where
     perturb_fit::save_model(&a.out.join("model"), &saved)?;
     if verbose {
         print_report(&report);
-        println!(
+        outln!(
             "wrote {0}/predictions.json, {0}/report.json, {0}/model/ in {1:.1} s",
             a.out.display(),
             t0.elapsed().as_secs_f64()
@@ -619,28 +623,28 @@ where
 
 /// The table of report.json's groups.
 pub(crate) fn print_report(report: &Value) {
-    println!("test conditions — MSE on the top-20 DE genes (Pearson of deltas):");
+    outln!("test conditions — MSE on the top-20 DE genes (Pearson of deltas):");
     let names = ["model", "no_change", "mean_delta", "additive"];
-    print!("  {:<14} {:>4}", "group", "n");
+    out!("  {:<14} {:>4}", "group", "n");
     for n in names {
-        print!(" {n:>20}");
+        out!(" {n:>20}");
     }
-    println!();
+    outln!();
     if let Some(groups) = report["groups"].as_object() {
         for (grp, per) in groups {
             let n = per["model"]["n_conditions"].as_u64().unwrap_or(0);
-            print!("  {grp:<14} {n:>4}");
+            out!("  {grp:<14} {n:>4}");
             for name in names {
                 match per.get(name) {
-                    Some(v) => print!(
+                    Some(v) => out!(
                         " {:>11.4} ({:>6.3})",
                         v["mse_top20_de"].as_f64().unwrap_or(f64::NAN),
                         v["pearson_delta"].as_f64().unwrap_or(f64::NAN)
                     ),
-                    None => print!(" {:>20}", "–"),
+                    None => out!(" {:>20}", "–"),
                 }
             }
-            println!();
+            outln!();
         }
     }
 }
@@ -734,7 +738,7 @@ fn predict_on<B: Backend>(device: B::Device, a: &PredictArgs, verbose: bool) -> 
     let out = predictions_json(&info.genes, rows);
     write_json(&a.output, &out)?;
     if verbose {
-        println!(
+        outln!(
             "wrote {}: {} conditions × {} genes in {:.2} s",
             a.output.display(),
             conds.len(),
@@ -804,7 +808,7 @@ pub(crate) fn write_simulated_screen(
         c.var_columns = w.var_columns.clone();
         c.x = Some(XMatrix::Csr { csr, n_cols: g });
         c.write(path)?;
-        println!(
+        outln!(
             "wrote the {} control cells to {}",
             keep.len(),
             path.display()
@@ -819,7 +823,7 @@ pub(crate) fn write_simulated_screen(
         serde_json::to_string(cfg)?,
     ));
     w.write(output)?;
-    println!(
+    outln!(
         "wrote {}: {n} cells × {g} genes, {} conditions (control, {} singles, {} doubles), {nnz} non-zero",
         output.display(),
         sim.true_shift.len(),

@@ -263,7 +263,7 @@ where
     })
     .with_context(|| format!("pretraining into {}", a.out.display()))?;
     pb.finish_and_clear();
-    println!(
+    outln!(
         "done: {} updates, validation loss {:.4}; weights in {} (aido embed --model {}), resumable state in {}",
         summary.steps,
         summary.final_val_loss,
