@@ -147,6 +147,20 @@ impl<'a> Tokenizer<'a> {
         self.tokenize_chunk(&chunk).map(Some)
     }
 
+    /// Reads past the next `n` cells of the source without validating or tokenizing them (a
+    /// sharded run starts at its first cell this way); they do not count in the stats. Returns
+    /// how many were skipped (fewer at the end of the source).
+    pub fn skip_cells(&mut self, n: usize) -> Result<usize> {
+        let mut skipped = 0;
+        while skipped < n {
+            match self.source.next_chunk((n - skipped).min(4096))? {
+                Some(chunk) => skipped += chunk.n_cells(),
+                None => break,
+            }
+        }
+        Ok(skipped)
+    }
+
     fn gene_name(&self, j: u32) -> String {
         self.source
             .gene_names()

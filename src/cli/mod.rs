@@ -63,6 +63,9 @@ enum Command {
     Simulate(SimulateArgs),
     /// Cell (and gene) embeddings of a single-cell file with an AIDO.Cell checkpoint.
     Embed(embed::EmbedArgs),
+    /// Assemble the shards of `aido embed --shard I/N` into one output (the bytes one
+    /// unsharded run writes).
+    Merge(embed::MergeArgs),
     /// Read-depth-aware pretraining from raw counts (resumable; writes a checkpoint `embed` loads).
     Pretrain(pretrain::PretrainArgs),
     /// Zero-shot clustering of an embedding (or the expression baseline): PCA → kNN → Leiden →
@@ -280,6 +283,7 @@ pub fn run() -> ExitCode {
         Command::Tokenize(a) => cmd_tokenize(&a),
         Command::Simulate(a) => cmd_simulate(&a),
         Command::Embed(a) => embed::cmd_embed(&a, true).map(|_| ()),
+        Command::Merge(a) => embed::cmd_merge(&a),
         Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
         Command::Cluster(a) => analysis::cmd_cluster(&a, true).map(|_| ()),
         Command::Evaluate(a) => analysis::cmd_evaluate(&a),
@@ -570,6 +574,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         output: out.clone(),
         embeddings_only: false,
         gene_embeddings: Vec::new(),
+        shard: None,
     };
     let s = embed::cmd_embed(&args, false)?;
     outln!(
