@@ -33,7 +33,7 @@ pub mod align;
 pub mod delimited;
 pub mod error;
 pub mod gene_ids;
-/// Internal: the HDF5 layer, public only for this workspace's tests (not a stable API).
+// Internal (the HDF5 layer): public only for this workspace's tests, not a stable API.
 #[doc(hidden)]
 pub mod h5;
 pub mod h5ad;
@@ -43,7 +43,7 @@ mod io_util;
 pub mod mtx;
 pub mod preprocess;
 pub mod safetensors_out;
-/// Internal: locating `../shared` for this workspace's tests (not a stable API).
+// Internal (locating `../shared`): public only for this workspace's tests, not a stable API.
 #[doc(hidden)]
 pub mod shared;
 pub mod simulate;
