@@ -3,6 +3,7 @@
 //! the run with a clear message.
 #![allow(clippy::unwrap_used)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,8 +49,20 @@ fn simulated(dir: &Path) -> (PathBuf, PathBuf) {
     (data, genes)
 }
 
-/// `aido pretrain` with the test's flags; `extra` flags replace the defaults of the same name.
+/// `aido pretrain --data DATA --genes GENES` with the test's flags; `extra` flags replace the
+/// defaults of the same name.
 fn pretrain(data: &Path, genes: &Path, out: &Path, extra: &[&str]) -> Command {
+    let input = [
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--genes"),
+        genes.as_os_str(),
+    ];
+    pretrain_from(&input, out, extra)
+}
+
+/// `aido pretrain` reading `input` (e.g. `--corpus DIR`), otherwise as [`pretrain`].
+fn pretrain_from(input: &[&OsStr], out: &Path, extra: &[&str]) -> Command {
     let defaults = [
         ("--preset", "tiny"),
         ("--steps", "40"),
@@ -61,10 +74,7 @@ fn pretrain(data: &Path, genes: &Path, out: &Path, extra: &[&str]) -> Command {
     ];
     let mut c = aido();
     c.arg("pretrain")
-        .arg("--data")
-        .arg(data)
-        .arg("--genes")
-        .arg(genes)
+        .args(input)
         .arg("--out")
         .arg(out)
         .arg("--quiet");
@@ -369,4 +379,158 @@ fn pretrain_reads_counts_from_a_layer() {
         &["--steps", "2", "--layer", "counts"],
     ));
     assert!(dir.path().join("y/model.safetensors").is_file());
+}
+
+/// The metrics of two runs agree update for update (losses within [`close`]).
+fn same_metrics(a: &[StepMetrics], b: &[StepMetrics], what: &str) {
+    assert_eq!(
+        a.iter().map(|m| m.step).collect::<Vec<_>>(),
+        b.iter().map(|m| m.step).collect::<Vec<_>>(),
+        "{what}"
+    );
+    for (x, y) in a.iter().zip(b) {
+        assert!(
+            close(x.train_loss, y.train_loss),
+            "{what}, update {}: train loss {} vs {}",
+            x.step,
+            x.train_loss,
+            y.train_loss
+        );
+        match (x.val_loss, y.val_loss) {
+            (Some(p), Some(q)) => assert!(close(p, q), "{what}, update {}: val {p} vs {q}", x.step),
+            (None, None) => {}
+            other => panic!("{what}, update {}: validation {other:?}", x.step),
+        }
+        assert_eq!(x.cells_seen, y.cells_seen, "{what}");
+    }
+}
+
+#[test]
+fn a_packed_corpus_trains_as_its_files_do_and_resumes_mid_epoch_exactly() {
+    // Expectation: the in-memory `--data` run on the same file (same split, examples and, with a
+    // buffer holding every training cell, the same order), and the uninterrupted streamed run.
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+    let corpus = dir.path().join("corpus");
+    let stdout = run_ok(
+        aido()
+            .args(["pack", "--data"])
+            .arg(&data)
+            .arg("--genes")
+            .arg(&genes)
+            .arg("--out")
+            .arg(&corpus)
+            .args(["--cells-per-shard", "37"]),
+    );
+    assert!(stdout.contains("packed 300 cells"), "{stdout}");
+    let input = [OsStr::new("--corpus"), corpus.as_os_str()];
+    let flags = [
+        "--steps",
+        "12",
+        "--val-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+    ];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> {
+        flags.iter().chain(extra).copied().collect()
+    };
+
+    let mem = dir.path().join("mem");
+    run_ok(&mut pretrain(&data, &genes, &mem, &flags));
+    let streamed = dir.path().join("streamed");
+    run_ok(&mut pretrain_from(
+        &input,
+        &streamed,
+        &with(&["--shuffle-buffer", "100000"]),
+    ));
+    let want = read_metrics(&mem.join("metrics.jsonl")).unwrap();
+    same_metrics(
+        &want,
+        &read_metrics(&streamed.join("metrics.jsonl")).unwrap(),
+        "--corpus with a full buffer vs --data",
+    );
+    assert_eq!(
+        std::fs::read_to_string(mem.join("baselines.json")).unwrap(),
+        std::fs::read_to_string(streamed.join("baselines.json")).unwrap()
+    );
+
+    // A buffer of 50 cells: another order (the same validation), and a run stopped after its
+    // checkpoint at update 8 (cell 64 of a 285-cell epoch, mid-window) resumes it exactly.
+    let small = dir.path().join("small");
+    run_ok(&mut pretrain_from(
+        &input,
+        &small,
+        &with(&["--shuffle-buffer", "50"]),
+    ));
+    let full = read_metrics(&small.join("metrics.jsonl")).unwrap();
+    assert_eq!(want[0].val_loss, full[0].val_loss, "same validation cells");
+    assert!(
+        want.iter()
+            .zip(&full)
+            .any(|(a, b)| !close(a.train_loss, b.train_loss)),
+        "a 50-cell buffer gives another order"
+    );
+    let cut = dir.path().join("cut");
+    std::fs::create_dir_all(cut.join("checkpoints")).unwrap();
+    for f in [
+        "metrics.jsonl",
+        "train_config.json",
+        "genes.tsv",
+        "baselines.json",
+    ] {
+        std::fs::copy(small.join(f), cut.join(f)).unwrap();
+    }
+    copy_dir(
+        &small.join("checkpoints/step-00000008"),
+        &cut.join("checkpoints/step-00000008"),
+    );
+    std::fs::write(cut.join("checkpoints/latest"), "step-00000008").unwrap();
+    let stdout = run_ok(&mut pretrain_from(
+        &input,
+        &cut,
+        &with(&["--shuffle-buffer", "50", "--resume"]),
+    ));
+    assert!(stdout.contains("done: 12 updates"), "{stdout}");
+    same_metrics(
+        &full,
+        &read_metrics(&cut.join("metrics.jsonl")).unwrap(),
+        "resumed at update 8 vs uninterrupted",
+    );
+
+    // --genes must be the corpus' panel; --layer belongs to `aido pack`.
+    let other = dir.path().join("other_genes.tsv");
+    let text = std::fs::read_to_string(&genes).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.truncate(lines.len() - 1);
+    std::fs::write(&other, lines.join("\n") + "\n").unwrap();
+    let o = pretrain_from(
+        &[
+            OsStr::new("--corpus"),
+            corpus.as_os_str(),
+            OsStr::new("--genes"),
+            other.as_os_str(),
+        ],
+        &dir.path().join("bad"),
+        &flags,
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("is not the panel of corpus"),
+        "{err}"
+    );
+    let o = pretrain_from(&input, &dir.path().join("bad2"), &["--layer", "counts"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::Result;
-use crate::data::{CellCorpus, Samplers, VALIDATION_EPOCH};
+use crate::data::{CellLookup, Samplers, VALIDATION_EPOCH};
 
 /// Validation masked MSE of each trivial predictor.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,26 +23,34 @@ pub struct Baselines {
     pub gene_mean_cells: usize,
 }
 
+/// The training cells the gene means are computed on: every `⌈n / 2000⌉`-th of the `n`
+/// training cells (ascending ids), i.e. at most 2,000 evenly spaced ones.
+pub fn gene_mean_cells(
+    train: impl Iterator<Item = usize>,
+    n: usize,
+) -> impl Iterator<Item = usize> {
+    train.step_by(n.div_ceil(2000).max(1))
+}
+
 /// Per-group mean high-depth target of every gene over an evenly spaced subset of (at most
 /// 2,000) training cells: `[n_groups][G]`, with the number of cells used.
 fn group_means(
-    corpus: &CellCorpus,
+    corpus: &dyn CellLookup,
     samplers: &Samplers,
     train: &[usize],
     group: &dyn Fn(usize) -> usize,
     n_groups: usize,
 ) -> Result<(Vec<Vec<f64>>, usize)> {
     let g = corpus.n_genes();
-    let stride = train.len().div_ceil(2000).max(1);
     let (mut sum, mut cnt) = (
         vec![vec![0.0f64; g]; n_groups],
         vec![vec![0u32; g]; n_groups],
     );
     let mut used = 0;
-    for &id in train.iter().step_by(stride) {
-        let (counts, set) = corpus.cell(id);
+    for id in gene_mean_cells(train.iter().copied(), train.len()) {
+        let (counts, set) = corpus.lookup(id)?;
         let ex = samplers.0[set].example(0, id, counts)?;
-        let present = &corpus.sets()[set].present;
+        let present = corpus.present(set);
         let k = group(id);
         for p in (0..g).filter(|&p| present[p] == 1) {
             sum[k][p] += f64::from(ex.target[p]);
@@ -67,7 +75,7 @@ fn group_means(
 /// cells of the same group (e.g. the cell type, when it is known: a reference that is told what
 /// the model has to infer from context).
 pub fn group_mean_loss(
-    corpus: &CellCorpus,
+    corpus: &dyn CellLookup,
     samplers: &Samplers,
     train: &[usize],
     val: &[usize],
@@ -77,7 +85,7 @@ pub fn group_mean_loss(
     let (means, _) = group_means(corpus, samplers, train, group, n_groups)?;
     let (mut e, mut n) = (0.0, 0usize);
     for &id in val {
-        let (counts, set) = corpus.cell(id);
+        let (counts, set) = corpus.lookup(id)?;
         let ex = samplers.0[set].example(VALIDATION_EPOCH, id, counts)?;
         let m = &means[group(id)];
         for p in (0..corpus.n_genes()).filter(|&p| ex.mask[p] == 1) {
@@ -91,7 +99,7 @@ pub fn group_mean_loss(
 
 /// Scores the trivial predictors on the validation cells.
 pub fn baselines(
-    corpus: &CellCorpus,
+    corpus: &dyn CellLookup,
     samplers: &Samplers,
     train: &[usize],
     val: &[usize],
@@ -101,9 +109,9 @@ pub fn baselines(
     let mean = &means[0];
     let (mut e_in, mut e_zero, mut e_gene, mut e_cell, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
     for &id in val {
-        let (counts, set) = corpus.cell(id);
+        let (counts, set) = corpus.lookup(id)?;
         let ex = samplers.0[set].example(VALIDATION_EPOCH, id, counts)?;
-        let present = &corpus.sets()[set].present;
+        let present = corpus.present(set);
         let visible: Vec<f64> = (0..g)
             .filter(|&p| present[p] == 1 && ex.mask[p] == 0)
             .map(|p| f64::from(ex.input[p]))

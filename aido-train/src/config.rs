@@ -179,6 +179,9 @@ pub struct TrainConfig {
     pub activation_checkpointing: bool,
     /// The RDA objective.
     pub rda: RdaConfig,
+    /// Streamed (packed) corpora: training cells shuffled together, the bound on the cells held
+    /// in memory (see `aido_train::packed`). Ignored for corpora held in memory.
+    pub shuffle_buffer: usize,
 }
 
 impl Default for TrainConfig {
@@ -199,6 +202,7 @@ impl Default for TrainConfig {
             data_parallel: 1,
             activation_checkpointing: false,
             rda: RdaConfig::default(),
+            shuffle_buffer: 10_000,
         }
     }
 }
@@ -252,6 +256,9 @@ impl TrainConfig {
         }
         if self.val_every == 0 || self.log_every == 0 || self.checkpoint_every == 0 {
             return bad("val_every, log_every and checkpoint_every must be ≥ 1");
+        }
+        if self.shuffle_buffer == 0 {
+            return bad("shuffle_buffer must be ≥ 1");
         }
         if self.data_parallel == 0 || self.grad_accum < self.data_parallel {
             return bad(

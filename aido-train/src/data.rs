@@ -62,6 +62,22 @@ pub fn align_options(vocab: &GeneVocab) -> AlignOptions {
     }
 }
 
+/// How training corpora are read (by [`CellCorpus::load`] and by `aido pack`, which must agree
+/// cell for cell): aligned to `vocab` with [`align_options`], cells without counts in the gene
+/// list skipped, and non-integer values refused. Read-depth-aware examples thin raw counts
+/// binomially, so normalized or log-transformed input cannot be used.
+pub fn corpus_tokenize_options(vocab: &GeneVocab, gene_id: GeneIdMode) -> TokenizeOptions {
+    TokenizeOptions {
+        align: AlignOptions {
+            gene_id,
+            ..align_options(vocab)
+        },
+        empty: EmptyCellPolicy::Skip,
+        non_integer: NonIntegerPolicy::Error,
+        ..TokenizeOptions::default()
+    }
+}
+
 impl CellCorpus {
     /// Reads every file (any format `aido_tokenize::open_source` knows), aligning it to `vocab`.
     /// Cells with no counts in the gene list are dropped and counted; a non-integer value (a
@@ -78,17 +94,7 @@ impl CellCorpus {
         if paths.is_empty() {
             return Err(TrainError::Config("no data file given".into()));
         }
-        // Read-depth-aware examples thin raw counts binomially: normalized or log-transformed
-        // input (non-integer values) cannot be used, and is refused naming the value.
-        let opts = TokenizeOptions {
-            align: AlignOptions {
-                gene_id,
-                ..align_options(vocab)
-            },
-            empty: EmptyCellPolicy::Skip,
-            non_integer: NonIntegerPolicy::Error,
-            ..TokenizeOptions::default()
-        };
+        let opts = corpus_tokenize_options(vocab, gene_id);
         let mut sets = Vec::with_capacity(paths.len());
         for path in paths {
             let mut source = open_source(path, read)?;
@@ -191,27 +197,122 @@ impl CellCorpus {
     /// Seeded split: `min(round(fraction · n), max_val)` validation cells (at least 1, and at
     /// least 1 training cell remains), both lists in ascending order.
     pub fn split(&self, val_fraction: f64, max_val: usize, seed: u64) -> Split {
-        let n = self.len();
-        let n_val = ((val_fraction * n as f64).round() as usize)
-            .min(max_val)
-            .clamp(1, n - 1);
-        let perm = permutation(n, seed ^ SPLIT_SALT);
-        let mut val: Vec<usize> = perm[..n_val].to_vec();
-        let mut train: Vec<usize> = perm[n_val..].to_vec();
-        val.sort_unstable();
-        train.sort_unstable();
-        Split { train, val }
+        split_cells(self.len(), val_fraction, max_val, seed)
     }
 
     /// One RDA sampler per data set (each with its own presence mask), sharing `cfg` and `seed`.
     pub fn samplers(&self, cfg: RdaConfig, seed: u64) -> Result<Samplers> {
-        let s = self
-            .sets
-            .iter()
-            .map(|set| RdaSampler::new(cfg, seed, &set.present))
-            .collect::<aido_rda::Result<Vec<_>>>()?;
-        Ok(Samplers(s))
+        Samplers::new(self.sets.iter().map(|s| s.present.as_slice()), cfg, seed)
     }
+}
+
+/// The seeded split of `n` cells (global ids `0..n`): see [`CellCorpus::split`]. `n ≥ 2`.
+pub fn split_cells(n: usize, val_fraction: f64, max_val: usize, seed: u64) -> Split {
+    let n_val = ((val_fraction * n as f64).round() as usize)
+        .min(max_val)
+        .clamp(1, n.saturating_sub(1).max(1));
+    let perm = permutation(n, seed ^ SPLIT_SALT);
+    let mut val: Vec<usize> = perm[..n_val.min(n)].to_vec();
+    let mut train: Vec<usize> = perm[n_val.min(n)..].to_vec();
+    val.sort_unstable();
+    train.sort_unstable();
+    Split { train, val }
+}
+
+/// Random access to the raw counts of cells by global id: a whole [`CellCorpus`], or the
+/// cells of a streamed corpus that are held in memory ([`CellSubset`]: the validation cells and
+/// those the baselines use).
+pub trait CellLookup {
+    /// Genes `G` of the gene list.
+    fn n_genes(&self) -> usize;
+    /// Presence mask `[G + 2]` of data set `set`.
+    fn present(&self, set: usize) -> &[u8];
+    /// Raw counts and the data set of global cell `id`.
+    fn lookup(&self, id: usize) -> Result<(&[(u32, f32)], usize)>;
+}
+
+impl CellLookup for CellCorpus {
+    fn n_genes(&self) -> usize {
+        self.n_genes
+    }
+
+    fn present(&self, set: usize) -> &[u8] {
+        &self.sets[set].present
+    }
+
+    fn lookup(&self, id: usize) -> Result<(&[(u32, f32)], usize)> {
+        if id >= self.index.len() {
+            return Err(TrainError::Config(format!(
+                "cell {id} is not in the corpus of {} cells",
+                self.index.len()
+            )));
+        }
+        Ok(self.cell(id))
+    }
+}
+
+/// Some cells of a corpus, by global id, with the presence masks of all its data sets.
+#[derive(Debug, Clone, Default)]
+pub struct CellSubset {
+    n_genes: usize,
+    present: Vec<Vec<u8>>,
+    cells: std::collections::BTreeMap<usize, (usize, Vec<(u32, f32)>)>,
+}
+
+impl CellSubset {
+    /// An empty subset over `n_genes` genes and the data sets' presence masks.
+    pub fn new(n_genes: usize, present: Vec<Vec<u8>>) -> Self {
+        CellSubset {
+            n_genes,
+            present,
+            cells: Default::default(),
+        }
+    }
+
+    /// Adds cell `id` of data set `set`.
+    pub fn insert(&mut self, id: usize, set: usize, counts: Vec<(u32, f32)>) {
+        self.cells.insert(id, (set, counts));
+    }
+
+    /// Cells held.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether no cell is held.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+}
+
+impl CellLookup for CellSubset {
+    fn n_genes(&self) -> usize {
+        self.n_genes
+    }
+
+    fn present(&self, set: usize) -> &[u8] {
+        &self.present[set]
+    }
+
+    fn lookup(&self, id: usize) -> Result<(&[(u32, f32)], usize)> {
+        self.cells
+            .get(&id)
+            .map(|(s, c)| (c.as_slice(), *s))
+            .ok_or_else(|| TrainError::Config(format!("cell {id} is not held in memory")))
+    }
+}
+
+/// A training cell read from a stream, with the epoch it is visited in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamCell {
+    /// Global cell id.
+    pub id: usize,
+    /// Epoch of this visit (seeds its RDA example).
+    pub epoch: u64,
+    /// Data set (input file) of the cell.
+    pub set: usize,
+    /// Aligned raw counts `(gene position, count)`.
+    pub counts: Vec<(u32, f32)>,
 }
 
 /// Mixed into the seed of the split, so that it differs from the seeds of the data order.
@@ -231,17 +332,46 @@ pub struct Split {
 pub struct Samplers(pub Vec<RdaSampler>);
 
 impl Samplers {
-    /// The stacked RDA batch of `cells` (global ids) drawn at `epochs[i]`.
-    pub fn batch(&self, corpus: &CellCorpus, cells: &[(usize, u64)]) -> Result<RdaBatch> {
+    /// One sampler per presence mask (data set), sharing `cfg` and `seed`.
+    pub fn new<'a>(
+        present: impl IntoIterator<Item = &'a [u8]>,
+        cfg: RdaConfig,
+        seed: u64,
+    ) -> Result<Self> {
+        let s = present
+            .into_iter()
+            .map(|p| RdaSampler::new(cfg, seed, p))
+            .collect::<aido_rda::Result<Vec<_>>>()?;
+        Ok(Samplers(s))
+    }
+
+    /// The stacked RDA batch of `cells` (`(global id, epoch)`).
+    pub fn batch(&self, corpus: &dyn CellLookup, cells: &[(usize, u64)]) -> Result<RdaBatch> {
         let seq = corpus.n_genes() + 2;
+        let mut ex = Vec::with_capacity(cells.len());
+        for &(id, epoch) in cells {
+            let (counts, set) = corpus.lookup(id)?;
+            ex.push(self.0[set].example(epoch, id, counts)?);
+        }
+        Ok(RdaBatch::stack(&ex, seq)?)
+    }
+
+    /// The stacked RDA batch of streamed cells over `n_genes` genes: the same examples as
+    /// [`Samplers::batch`] gives for the same `(id, epoch)`.
+    pub fn batch_streamed(&self, n_genes: usize, cells: &[StreamCell]) -> Result<RdaBatch> {
         let ex = cells
             .iter()
-            .map(|&(id, epoch)| {
-                let (counts, set) = corpus.cell(id);
-                self.0[set].example(epoch, id, counts)
+            .map(|c| {
+                self.0
+                    .get(c.set)
+                    .ok_or_else(|| aido_rda::RdaError::Cell {
+                        cell: c.id,
+                        detail: format!("data set {} has no sampler", c.set),
+                    })
+                    .and_then(|s| s.example(c.epoch, c.id, &c.counts))
             })
             .collect::<aido_rda::Result<Vec<_>>>()?;
-        Ok(RdaBatch::stack(&ex, seq)?)
+        Ok(RdaBatch::stack(&ex, n_genes + 2)?)
     }
 }
 

@@ -38,14 +38,16 @@ pub mod data;
 pub mod finetune;
 pub mod metrics;
 pub mod optim;
+pub mod packed;
 #[cfg(feature = "collective")]
 pub mod parallel;
 pub mod pretrain;
 
 pub use config::{ModelShape, OptimConfig, Preset, TrainConfig, learning_rate};
-pub use data::{CellCorpus, DataSet, Split};
+pub use data::{CellCorpus, CellLookup, CellSubset, DataSet, Split, StreamCell};
 pub use metrics::{StepMetrics, read_metrics};
-pub use pretrain::{Event, PretrainJob, Summary, pretrain};
+pub use packed::{PackIndex, PackOptions, PackedCorpus, pack};
+pub use pretrain::{Event, PretrainJob, Summary, TrainCorpus, pretrain};
 
 use std::path::PathBuf;
 

@@ -22,20 +22,104 @@ use aido_model::{AidoCell, AidoCellConfig, save_checkpoint};
 use aido_rda::{RdaBatch, masked_mse};
 use aido_tokenize::GeneVocab;
 
+use crate::baselines::gene_mean_cells;
 use crate::baselines::{Baselines, baselines};
 use crate::checkpoint::{self, TrainState, io, write_atomic};
 use crate::config::{TrainConfig, learning_rate};
-use crate::data::{CellCorpus, Samplers, Split, TrainOrder, VALIDATION_EPOCH};
+use crate::data::{
+    CellCorpus, CellLookup, Samplers, Split, TrainOrder, VALIDATION_EPOCH, split_cells,
+};
 use crate::metrics::{MetricsLog, StepMetrics};
 use crate::optim::{adamw, clip_global_norm};
+use crate::packed::{PackedCorpus, PackedStream};
 use crate::{Result, TrainError};
+
+/// The cells of a run: held in memory (`--data`), or streamed from a packed corpus
+/// (`--corpus`, see [`crate::packed`]). Both give the same split, validation examples and
+/// baselines for the same files; the training order of a packed corpus is bounded by its
+/// shuffle buffer (`TrainConfig::shuffle_buffer`).
+#[derive(Debug, Clone)]
+pub enum TrainCorpus {
+    /// All cells in memory.
+    Memory(CellCorpus),
+    /// Streamed from shards.
+    Packed(PackedCorpus),
+}
+
+impl From<CellCorpus> for TrainCorpus {
+    fn from(c: CellCorpus) -> Self {
+        TrainCorpus::Memory(c)
+    }
+}
+
+impl From<PackedCorpus> for TrainCorpus {
+    fn from(c: PackedCorpus) -> Self {
+        TrainCorpus::Packed(c)
+    }
+}
+
+impl TrainCorpus {
+    /// Cells.
+    pub fn len(&self) -> usize {
+        match self {
+            TrainCorpus::Memory(c) => c.len(),
+            TrainCorpus::Packed(c) => c.len(),
+        }
+    }
+
+    /// Whether there are no cells (never true for a loaded corpus).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Genes `G` of the gene list.
+    pub fn n_genes(&self) -> usize {
+        match self {
+            TrainCorpus::Memory(c) => c.n_genes(),
+            TrainCorpus::Packed(c) => c.n_genes(),
+        }
+    }
+}
+
+/// Where the training cells of each update come from.
+enum Stream<'a> {
+    Memory(TrainOrder, &'a CellCorpus),
+    Packed(PackedStream<'a>),
+}
+
+impl Stream<'_> {
+    /// The micro-batches of stream positions `start..start + n`.
+    fn micro_batches(
+        &mut self,
+        start: u64,
+        n: usize,
+        batch_size: usize,
+        samplers: &Samplers,
+    ) -> Result<Vec<RdaBatch>> {
+        match self {
+            Stream::Memory(order, corpus) => order
+                .take(start, n)
+                .chunks(batch_size)
+                .map(|c| samplers.batch(*corpus, c))
+                .collect(),
+            Stream::Packed(s) => {
+                let cells = s.take(start, n)?;
+                let g = s.n_genes();
+                cells
+                    .chunks(batch_size)
+                    .map(|c| samplers.batch_streamed(g, c))
+                    .collect()
+            }
+        }
+    }
+}
 
 /// A pretraining run.
 pub struct PretrainJob {
     /// The configuration.
     pub config: TrainConfig,
     /// The cells.
-    pub corpus: CellCorpus,
+    pub corpus: TrainCorpus,
     /// The gene list the corpus is aligned to (written as `OUT/genes.tsv`).
     pub genes: GeneVocab,
     /// The output folder.
@@ -89,7 +173,7 @@ pub struct Summary {
 /// Masked MSE sum and masked count of the fixed validation examples.
 pub fn validation_loss<B: AttentionBackend>(
     model: &AidoCell<B>,
-    corpus: &CellCorpus,
+    corpus: &dyn CellLookup,
     samplers: &Samplers,
     val: &[usize],
     batch_size: usize,
@@ -154,6 +238,14 @@ where
             genes.len()
         )));
     }
+    if let TrainCorpus::Packed(p) = &corpus
+        && p.genes().names() != genes.names()
+    {
+        return Err(TrainError::Data {
+            path: p.dir().to_path_buf(),
+            detail: "the corpus was packed for another gene list than the run's".into(),
+        });
+    }
     let model_cfg: AidoCellConfig = cfg.model.resolve(genes.len())?;
     fs::create_dir_all(&out).map_err(io(&out))?;
 
@@ -203,26 +295,55 @@ where
         optim = checkpoint::load_optim::<B, _, _>(d, optim, device)?;
     }
 
-    let Split { train, val } = corpus.split(cfg.val_fraction, cfg.max_val_cells, cfg.seed);
-    let samplers = corpus.samplers(cfg.rda, cfg.seed)?;
-    let mut order = TrainOrder::new(train.clone(), cfg.seed);
+    let Split { train, val } =
+        split_cells(corpus.len(), cfg.val_fraction, cfg.max_val_cells, cfg.seed);
     let metrics_path = out.join("metrics.jsonl");
     let mut log = match &resume_dir {
         Some(_) => MetricsLog::resume(&metrics_path, state.step)?,
         None => MetricsLog::create(&metrics_path)?,
     };
+    // A streamed corpus holds in memory only the validation cells and those the baselines
+    // use, read once from the shards.
+    let subset = match &corpus {
+        TrainCorpus::Memory(_) => None,
+        TrainCorpus::Packed(p) => {
+            let mut ids = val.clone();
+            if resume_dir.is_none() {
+                ids.extend(gene_mean_cells(train.iter().copied(), train.len()));
+            }
+            Some(p.gather(&ids)?)
+        }
+    };
+    let (lookup, samplers, mut stream): (&dyn CellLookup, Samplers, Stream<'_>) =
+        match (&corpus, &subset) {
+            (TrainCorpus::Memory(c), _) => (
+                c,
+                c.samplers(cfg.rda, cfg.seed)?,
+                Stream::Memory(TrainOrder::new(train.clone(), cfg.seed), c),
+            ),
+            (TrainCorpus::Packed(p), Some(sub)) => (
+                sub,
+                p.samplers(cfg.rda, cfg.seed)?,
+                Stream::Packed(p.stream(&val, cfg.seed, cfg.shuffle_buffer)),
+            ),
+            (TrainCorpus::Packed(_), None) => {
+                return Err(TrainError::Config("packed corpus without its cells".into()));
+            }
+        };
     let base = if resume_dir.is_none() {
-        let b = baselines(&corpus, &samplers, &train, &val)?;
+        let b = baselines(lookup, &samplers, &train, &val)?;
         let json = serde_json::to_vec_pretty(&b).map_err(|e| TrainError::Config(e.to_string()))?;
         write_atomic(&out.join("baselines.json"), &json)?;
         Some(b)
     } else {
         None
     };
+    let n_train = train.len();
+    drop(train);
     on(Event::Started {
         first_step: state.step + 1,
         steps: cfg.steps,
-        n_train: train.len(),
+        n_train,
         n_val: val.len(),
         n_params: model.num_params(),
         resumed_from: resume_dir.as_deref(),
@@ -235,7 +356,7 @@ where
     let validate = |model: &AidoCell<B>, step: u64, last: &Option<PathBuf>| -> Result<f64> {
         let v = validation_loss(
             &model.valid(),
-            &corpus,
+            lookup,
             &samplers,
             &val,
             cfg.batch_size,
@@ -256,11 +377,7 @@ where
     let cps = cfg.cells_per_step();
     for step in state.step + 1..=cfg.steps {
         let t0 = Instant::now();
-        let cells = order.take(cells_seen, cps);
-        let micro: Vec<RdaBatch> = cells
-            .chunks(cfg.batch_size)
-            .map(|c| samplers.batch(&corpus, c))
-            .collect::<Result<_>>()?;
+        let micro = stream.micro_batches(cells_seen, cps, cfg.batch_size, &samplers)?;
         let lr = learning_rate(&cfg.optim, step, cfg.steps);
         let (loss_sum, grad_norm);
         (model, optim, loss_sum, grad_norm) = if devices.len() > 1 {

@@ -66,6 +66,9 @@ enum Command {
     /// Assemble the shards of `aido embed --shard I/N` into one output (the bytes one
     /// unsharded run writes).
     Merge(embed::MergeArgs),
+    /// Align and validate raw-count files once into a packed corpus (compressed sparse shards
+    /// plus an index) that `pretrain --corpus` streams.
+    Pack(pretrain::PackArgs),
     /// Read-depth-aware pretraining from raw counts (resumable; writes a checkpoint `embed` loads).
     Pretrain(pretrain::PretrainArgs),
     /// Zero-shot clustering of an embedding (or the expression baseline): PCA → kNN → Leiden →
@@ -284,6 +287,7 @@ pub fn run() -> ExitCode {
         Command::Simulate(a) => cmd_simulate(&a),
         Command::Embed(a) => embed::cmd_embed(&a, true).map(|_| ()),
         Command::Merge(a) => embed::cmd_merge(&a),
+        Command::Pack(a) => pretrain::cmd_pack(&a),
         Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
         Command::Cluster(a) => analysis::cmd_cluster(&a, true).map(|_| ()),
         Command::Evaluate(a) => analysis::cmd_evaluate(&a),
@@ -524,7 +528,8 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
     let model_dir = dir.join("demo_model");
     let pre = pretrain::PretrainArgs {
         data: vec![data.clone()],
-        genes: panel.clone(),
+        corpus: None,
+        genes: Some(panel.clone()),
         out: model_dir.clone(),
         preset: Some(aido_train::Preset::Tiny),
         hidden: None,
@@ -539,6 +544,7 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         val_every: Some(a.steps.div_ceil(2).max(1)),
         checkpoint_every: Some(a.steps.max(1)),
         data_parallel: None,
+        shuffle_buffer: None,
         config: None,
         resume: false,
         gene_column: None,

@@ -8,7 +8,10 @@ use aido_model::burn::backend::Autodiff;
 use aido_model::burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use aido_model::burn::tensor::backend::AutodiffBackend;
 use aido_tokenize::ReadOptions;
-use aido_train::{CellCorpus, Event, Preset, PretrainJob, Summary, TrainConfig, pretrain};
+use aido_train::{
+    CellCorpus, Event, PackOptions, PackedCorpus, Preset, PretrainJob, Summary, TrainConfig,
+    TrainCorpus, pack, pretrain,
+};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -17,13 +20,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// defaults of `aido_train::TrainConfig`.
 #[derive(Args, Clone)]
 pub(crate) struct PretrainArgs {
-    /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv); repeat for several.
-    #[arg(long = "data", required = true)]
+    /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv), held in memory;
+    /// repeat for several.
+    #[arg(
+        long = "data",
+        required_unless_present = "corpus",
+        conflicts_with = "corpus"
+    )]
     pub data: Vec<PathBuf>,
+    /// A packed corpus folder (`aido pack`), streamed: memory is bounded by
+    /// --shuffle-buffer and the batch, not by the corpus.
+    #[arg(long, conflicts_with_all = ["gene_column", "layer"])]
+    pub corpus: Option<PathBuf>,
     /// The gene list the model is trained on (TSV, `gene_name` column); a short panel trains a
-    /// short-context model.
-    #[arg(long)]
-    pub genes: PathBuf,
+    /// short-context model. With --corpus it defaults to the corpus' panel (and must equal it).
+    #[arg(long, required_unless_present = "corpus")]
+    pub genes: Option<PathBuf>,
     /// Output folder: checkpoints, metrics.jsonl, and the latest weights in the released layout.
     #[arg(long)]
     pub out: PathBuf,
@@ -63,6 +75,10 @@ pub(crate) struct PretrainArgs {
     /// Resumable checkpoint every N updates.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// --corpus: training cells shuffled together (the cells held in memory), default 10000;
+    /// with at least the corpus' training cells the order is that of --data.
+    #[arg(long)]
+    pub shuffle_buffer: Option<usize>,
     /// Data-parallel peers: devices 0..N (CPU: N peers sharing the processor); needs
     /// --grad-accum ≥ N.
     #[arg(long)]
@@ -142,6 +158,7 @@ impl PretrainArgs {
         set!(val_every => val_every);
         set!(checkpoint_every => checkpoint_every);
         set!(data_parallel => data_parallel);
+        set!(shuffle_buffer => shuffle_buffer);
         c.validate()?;
         Ok(c)
     }
@@ -178,12 +195,38 @@ pub(crate) fn cmd_pretrain(a: &PretrainArgs) -> Result<Summary> {
     }
 }
 
-fn run<B>(a: &PretrainArgs, cfg: TrainConfig, devices: Vec<B::Device>) -> Result<Summary>
-where
-    B: AutodiffBackend + AttentionBackend,
-    B::InnerBackend: AttentionBackend,
-{
-    let genes = aido_tokenize::GeneVocab::from_tsv(&a.genes)?;
+/// The run's gene list and cells: `--data` read into memory, or `--corpus` opened for
+/// streaming (its panel is the gene list; `--genes`, when given, must name the same genes).
+fn load_corpus(a: &PretrainArgs) -> Result<(aido_tokenize::GeneVocab, TrainCorpus)> {
+    if let Some(dir) = &a.corpus {
+        let c = PackedCorpus::open(dir)?;
+        if let Some(g) = &a.genes {
+            let given = aido_tokenize::GeneVocab::from_tsv(g)?;
+            if given.names() != c.genes().names() {
+                bail!(
+                    "--genes {} ({} genes) is not the panel of corpus {} ({} genes, its genes.tsv): leave --genes out or pack the data for this gene list",
+                    g.display(),
+                    given.len(),
+                    dir.display(),
+                    c.n_genes()
+                );
+            }
+        }
+        let ix = c.index();
+        eprintln!(
+            "{}: packed corpus of {} cells, {} non-zeros in {} shards, {} genes",
+            dir.display(),
+            ix.n_cells,
+            ix.nnz,
+            ix.shards.len(),
+            c.n_genes()
+        );
+        return Ok((c.genes().clone(), c.into()));
+    }
+    let Some(genes_path) = &a.genes else {
+        bail!("--genes is required with --data");
+    };
+    let genes = aido_tokenize::GeneVocab::from_tsv(genes_path)?;
     let read = ReadOptions {
         gene_column: a.gene_column.clone(),
         layer: a.layer.clone(),
@@ -201,6 +244,79 @@ where
             );
         }
     }
+    Ok((genes, corpus.into()))
+}
+
+/// Flags of `aido pack`.
+#[derive(Args, Clone)]
+pub(crate) struct PackArgs {
+    /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv); repeat for several.
+    #[arg(long = "data", required = true)]
+    pub data: Vec<PathBuf>,
+    /// The gene list to align to (TSV, `gene_name` column): the panel of the models trained on
+    /// the corpus.
+    #[arg(long)]
+    pub genes: PathBuf,
+    /// The corpus folder to write (must not exist).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Cells per shard.
+    #[arg(long, default_value_t = 10_000)]
+    pub cells_per_shard: usize,
+    /// Read `layers/NAME` of every h5ad input instead of X (e.g. `counts`).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
+    #[arg(long)]
+    pub gene_column: Option<String>,
+    /// How the gene names are read: `symbol`, `ensembl`, `auto` or `exact`.
+    #[arg(long, default_value = "auto")]
+    pub gene_id: aido_tokenize::GeneIdMode,
+}
+
+/// Runs `aido pack`.
+pub(crate) fn cmd_pack(a: &PackArgs) -> Result<()> {
+    let genes = aido_tokenize::GeneVocab::from_tsv(&a.genes)?;
+    let opts = PackOptions {
+        cells_per_shard: a.cells_per_shard,
+        read: ReadOptions {
+            gene_column: a.gene_column.clone(),
+            layer: a.layer.clone(),
+        },
+        gene_id: a.gene_id,
+    };
+    let t0 = std::time::Instant::now();
+    let ix = pack(&a.data, &genes, &opts, &a.out, &mut |f| {
+        eprintln!("{}: {} cells; {}", f.path.display(), f.cells, f.alignment);
+        if f.skipped_empty > 0 {
+            eprintln!(
+                "{}: {} cells without counts in the gene list were left out",
+                f.path.display(),
+                f.skipped_empty
+            );
+        }
+    })
+    .with_context(|| format!("packing into {}", a.out.display()))?;
+    let secs = t0.elapsed().as_secs_f64();
+    outln!(
+        "packed {} cells ({} non-zeros, {} genes) into {} shards in {}: {:.0} cells/s (aido pretrain --corpus {})",
+        ix.n_cells,
+        ix.nnz,
+        ix.genes.len(),
+        ix.shards.len(),
+        a.out.display(),
+        ix.n_cells as f64 / secs.max(1e-9),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn run<B>(a: &PretrainArgs, cfg: TrainConfig, devices: Vec<B::Device>) -> Result<Summary>
+where
+    B: AutodiffBackend + AttentionBackend,
+    B::InnerBackend: AttentionBackend,
+{
+    let (genes, corpus) = load_corpus(a)?;
     let steps = cfg.steps;
     let job = PretrainJob {
         config: cfg,
