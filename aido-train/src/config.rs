@@ -359,3 +359,55 @@ mod tests {
         assert_eq!(cfg, TrainConfig::default());
     }
 }
+
+/// This process' place in a multi-node run (**experimental**, see `aido_train::multinode`): not
+/// part of [`TrainConfig`], so a run can be resumed on another layout of nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Nodes (processes) in the run.
+    pub nodes: u32,
+    /// This node's rank, `0..nodes`.
+    pub rank: u32,
+    /// `HOST:PORT` of the orchestrator (`aido orchestrator --port PORT`).
+    pub orchestrator: String,
+    /// `HOST:PORT` the other nodes reach this node at (it listens on PORT, all interfaces).
+    pub bind: String,
+    /// Deadline of every collective call: a node silent for longer stops the run.
+    pub timeout: std::time::Duration,
+}
+
+impl NodeConfig {
+    /// Range and address checks with messages naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        if self.nodes == 0 || self.rank >= self.nodes {
+            return Err(TrainError::Config(format!(
+                "--node-rank {} must be in 0..{} (--nodes)",
+                self.rank, self.nodes
+            )));
+        }
+        host_port(&self.orchestrator, "--orchestrator")?;
+        self.bind_port()?;
+        if self.timeout.is_zero() {
+            return Err(TrainError::Config("--node-timeout must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The port of `bind`.
+    pub fn bind_port(&self) -> Result<u16> {
+        host_port(&self.bind, "--bind")
+    }
+}
+
+fn host_port(s: &str, flag: &str) -> Result<u16> {
+    let bad = || {
+        TrainError::Config(format!(
+            "{flag} {s:?}: expected HOST:PORT (e.g. 10.0.0.1:29500)"
+        ))
+    };
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || host.contains('/') {
+        return Err(bad());
+    }
+    port.parse::<u16>().ok().filter(|&p| p > 0).ok_or_else(bad)
+}

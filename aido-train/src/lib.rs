@@ -37,13 +37,15 @@ pub mod config;
 pub mod data;
 pub mod finetune;
 pub mod metrics;
+#[cfg(feature = "collective")]
+pub mod multinode;
 pub mod optim;
 pub mod packed;
 #[cfg(feature = "collective")]
 pub mod parallel;
 pub mod pretrain;
 
-pub use config::{ModelShape, OptimConfig, Preset, TrainConfig, learning_rate};
+pub use config::{ModelShape, NodeConfig, OptimConfig, Preset, TrainConfig, learning_rate};
 pub use data::{CellCorpus, CellLookup, CellSubset, DataSet, Split, StreamCell};
 pub use metrics::{StepMetrics, read_metrics};
 pub use packed::{PackIndex, PackOptions, PackedCorpus, pack};
@@ -99,6 +101,17 @@ pub enum TrainError {
         /// Its value.
         value: f64,
         /// The last complete checkpoint.
+        last_checkpoint: Option<PathBuf>,
+    },
+    /// A multi-node run lost a node, or its nodes disagree: the run stops.
+    #[error(
+        "multi-node run stopped: {detail}{}",
+        match last_checkpoint { Some(p) => format!(" — the last good checkpoint is {}; `--resume` on every node continues from it", p.display()), None => " — no checkpoint had been written yet".into() }
+    )]
+    Node {
+        /// What happened.
+        detail: String,
+        /// The last complete checkpoint of this node.
         last_checkpoint: Option<PathBuf>,
     },
     /// A checkpoint that cannot be written or read.

@@ -25,7 +25,7 @@ use aido_tokenize::GeneVocab;
 use crate::baselines::gene_mean_cells;
 use crate::baselines::{Baselines, baselines};
 use crate::checkpoint::{self, TrainState, io, write_atomic};
-use crate::config::{TrainConfig, learning_rate};
+use crate::config::{NodeConfig, TrainConfig, learning_rate};
 use crate::data::{
     CellCorpus, CellLookup, Samplers, Split, TrainOrder, VALIDATION_EPOCH, split_cells,
 };
@@ -126,6 +126,9 @@ pub struct PretrainJob {
     pub out: PathBuf,
     /// Continue the run in `out` from its latest checkpoint (a fresh start when it has none).
     pub resume: bool,
+    /// This process' place in a multi-node run (**experimental**, `crate::multinode`); `None`
+    /// for a run on one machine.
+    pub nodes: Option<NodeConfig>,
 }
 
 /// What the loop reports while it runs.
@@ -221,8 +224,23 @@ where
         genes,
         out,
         resume,
+        nodes,
     } = job;
     cfg.validate()?;
+    if let Some(nc) = &nodes {
+        nc.validate()?;
+        if devices.len() > 1 {
+            return Err(TrainError::Config(
+                "a multi-node run uses one device per node: data_parallel must be 1".into(),
+            ));
+        }
+        if cfg.grad_accum < nc.nodes as usize {
+            return Err(TrainError::Config(format!(
+                "{} nodes need grad_accum ≥ {} (each node takes at least one micro-batch of every update)",
+                nc.nodes, nc.nodes
+            )));
+        }
+    }
     if devices.len() != cfg.data_parallel {
         return Err(TrainError::Config(format!(
             "{} devices given for data_parallel = {}",
@@ -295,6 +313,7 @@ where
         optim = checkpoint::load_optim::<B, _, _>(d, optim, device)?;
     }
 
+    let node = join_node::<B>(&nodes, &model, state.step, device)?;
     let Split { train, val } =
         split_cells(corpus.len(), cfg.val_fraction, cfg.max_val_cells, cfg.seed);
     let metrics_path = out.join("metrics.jsonl");
@@ -380,7 +399,10 @@ where
         let micro = stream.micro_batches(cells_seen, cps, cfg.batch_size, &samplers)?;
         let lr = learning_rate(&cfg.optim, step, cfg.steps);
         let (loss_sum, grad_norm);
-        (model, optim, loss_sum, grad_norm) = if devices.len() > 1 {
+        (model, optim, loss_sum, grad_norm) = if let Some(node) = &node {
+            node_update(node, model, optim, &micro, lr, cfg.optim.clip_norm)
+                .map_err(|e| with_checkpoint(e, &last_ckpt))?
+        } else if devices.len() > 1 {
             parallel_update(model, optim, &micro, lr, cfg.optim.clip_norm, devices)?
         } else {
             single_update(model, optim, &micro, lr, cfg.optim.clip_norm, device)?
@@ -456,6 +478,86 @@ where
 }
 
 type Updated<B, O> = (AidoCell<B>, O, f64, f64);
+
+/// Names the last good checkpoint in a multi-node error.
+fn with_checkpoint(e: TrainError, last: &Option<PathBuf>) -> TrainError {
+    match e {
+        TrainError::Node { detail, .. } => TrainError::Node {
+            detail,
+            last_checkpoint: last.clone(),
+        },
+        e => e,
+    }
+}
+
+#[cfg(feature = "collective")]
+type MaybeNode<B> = crate::multinode::Node<B>;
+#[cfg(not(feature = "collective"))]
+type MaybeNode<B> = std::marker::PhantomData<B>;
+
+/// Joins the multi-node run (when `nodes` is given) and checks that every node starts from the
+/// same weights.
+#[cfg(feature = "collective")]
+fn join_node<B: AutodiffBackend + AttentionBackend>(
+    nodes: &Option<NodeConfig>,
+    model: &AidoCell<B>,
+    step: u64,
+    device: &B::Device,
+) -> Result<Option<MaybeNode<B>>> {
+    let Some(nc) = nodes else { return Ok(None) };
+    let node = crate::multinode::Node::<B>::join(nc, device)?;
+    node.check_identical(model, step)?;
+    Ok(Some(node))
+}
+
+#[cfg(not(feature = "collective"))]
+fn join_node<B: AutodiffBackend + AttentionBackend>(
+    nodes: &Option<NodeConfig>,
+    _model: &AidoCell<B>,
+    _step: u64,
+    _device: &B::Device,
+) -> Result<Option<MaybeNode<B>>> {
+    match nodes {
+        None => Ok(None),
+        Some(_) => Err(TrainError::Config(
+            "multi-node training needs aido-train's `collective` feature".into(),
+        )),
+    }
+}
+
+#[cfg(feature = "collective")]
+fn node_update<B, O>(
+    node: &MaybeNode<B>,
+    model: AidoCell<B>,
+    optim: O,
+    micro: &[RdaBatch],
+    lr: f64,
+    clip_norm: f64,
+) -> Result<Updated<B, O>>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B>,
+{
+    node.update(model, optim, micro, lr, clip_norm)
+}
+
+#[cfg(not(feature = "collective"))]
+fn node_update<B, O>(
+    _node: &MaybeNode<B>,
+    _model: AidoCell<B>,
+    _optim: O,
+    _micro: &[RdaBatch],
+    _lr: f64,
+    _clip_norm: f64,
+) -> Result<Updated<B, O>>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B>,
+{
+    Err(TrainError::Config(
+        "multi-node training needs aido-train's `collective` feature".into(),
+    ))
+}
 
 /// Forward, masked MSE normalized by `total_masked` (the masked positions of the whole update),
 /// backward: the micro-batch's loss contribution and gradients.

@@ -71,6 +71,8 @@ enum Command {
     Pack(pretrain::PackArgs),
     /// Read-depth-aware pretraining from raw counts (resumable; writes a checkpoint `embed` loads).
     Pretrain(pretrain::PretrainArgs),
+    /// Experimental: the orchestrator a multi-node `pretrain --nodes N` registers with.
+    Orchestrator(pretrain::OrchestratorArgs),
     /// Zero-shot clustering of an embedding (or the expression baseline): PCA → kNN → Leiden →
     /// UMAP, results added to the user's h5ad, metrics against labels.
     Cluster(analysis::ClusterArgs),
@@ -289,6 +291,7 @@ pub fn run() -> ExitCode {
         Command::Merge(a) => embed::cmd_merge(&a),
         Command::Pack(a) => pretrain::cmd_pack(&a),
         Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
+        Command::Orchestrator(a) => pretrain::cmd_orchestrator(&a),
         Command::Cluster(a) => analysis::cmd_cluster(&a, true).map(|_| ()),
         Command::Evaluate(a) => analysis::cmd_evaluate(&a),
         Command::Finetune(a) => annotate::cmd_finetune(&a, true).map(|_| ()),
@@ -552,6 +555,11 @@ fn cmd_demo(a: &DemoArgs) -> Result<()> {
         layer: None,
         device: aido_model::DeviceKind::Cpu,
         quiet: false,
+        nodes: None,
+        node_rank: None,
+        orchestrator: None,
+        bind: None,
+        node_timeout: 600,
     };
     if model_dir.exists() {
         std::fs::remove_dir_all(&model_dir)

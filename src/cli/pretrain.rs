@@ -106,9 +106,36 @@ pub(crate) struct PretrainArgs {
     /// No progress bar (the metrics log is still written).
     #[arg(long)]
     pub quiet: bool,
+    /// Experimental: nodes (processes, one device each) of a multi-node run; start
+    /// `aido orchestrator` first and this command on every node with its --node-rank.
+    #[arg(long, requires_all = ["node_rank", "orchestrator", "bind"])]
+    pub nodes: Option<u32>,
+    /// This node's rank, 0..--nodes.
+    #[arg(long, requires = "nodes")]
+    pub node_rank: Option<u32>,
+    /// HOST:PORT of the orchestrator (`aido orchestrator --port PORT`).
+    #[arg(long, requires = "nodes")]
+    pub orchestrator: Option<String>,
+    /// HOST:PORT the other nodes reach this node at (it listens on PORT on all interfaces).
+    #[arg(long, requires = "nodes")]
+    pub bind: Option<String>,
+    /// Seconds a node waits for the others at each exchange before it stops the run.
+    #[arg(long, default_value_t = 600, requires = "nodes")]
+    pub node_timeout: u64,
 }
 
 impl PretrainArgs {
+    /// The multi-node settings, when --nodes is given.
+    pub fn node_config(&self) -> Option<aido_train::NodeConfig> {
+        Some(aido_train::NodeConfig {
+            nodes: self.nodes?,
+            rank: self.node_rank?,
+            orchestrator: self.orchestrator.clone()?,
+            bind: self.bind.clone()?,
+            timeout: std::time::Duration::from_secs(self.node_timeout),
+        })
+    }
+
     /// Defaults (with `--resume`: the saved run's configuration), then the TOML file, then the
     /// flags. So `--resume` alone continues a run; a flag that contradicts the saved run is
     /// refused by the training loop.
@@ -324,6 +351,7 @@ where
         genes,
         out: a.out.clone(),
         resume: a.resume,
+        nodes: a.node_config(),
     };
     let pb = if a.quiet {
         ProgressBar::hidden()
@@ -388,4 +416,30 @@ where
         summary.checkpoint.display()
     );
     Ok(summary)
+}
+
+/// Flags of `aido orchestrator`.
+#[derive(Args, Clone)]
+pub(crate) struct OrchestratorArgs {
+    /// Port to listen on (all interfaces); the nodes pass `--orchestrator HOST:PORT`.
+    #[arg(long)]
+    pub port: u16,
+}
+
+/// Runs `aido orchestrator` until it is interrupted (Ctrl-C / SIGTERM).
+pub(crate) fn cmd_orchestrator(a: &OrchestratorArgs) -> Result<()> {
+    // burn's orchestrator logs a failed bind and returns: check the port first, for a clear
+    // error.
+    std::net::TcpListener::bind(("0.0.0.0", a.port))
+        .with_context(|| format!("the orchestrator cannot listen on port {}", a.port))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the orchestrator's runtime")?;
+    eprintln!(
+        "orchestrator listening on port {} (experimental multi-node training; Ctrl-C stops it)",
+        a.port
+    );
+    rt.block_on(burn_collective::start_global_orchestrator(a.port));
+    Ok(())
 }
