@@ -12,6 +12,12 @@
 //! AdamW, so the replicas stay identical and the update is the single-process update with
 //! gradient accumulation, up to float summation order.
 //!
+//! burn 0.21's node-level barrier (the end of every global all-reduce) keeps the peers it has
+//! seen after its first use, so a second all-reduce within one registration never returns:
+//! each exchange here registers with the orchestrator, all-reduces once and leaves (a few
+//! round trips per update on top of the transfer). After a failed exchange the orchestrator
+//! keeps the dead registration: restart it before resuming.
+//!
 //! Nodes must start identical: before the first update the nodes all-reduce their flattened
 //! weights and update count and each checks the sum against its own (a node initialized with
 //! other weights, or resumed from another checkpoint, stops the run naming its rank). Every
@@ -29,16 +35,16 @@ use std::time::Duration;
 
 use aido_model::AidoCell;
 use aido_model::attention::AttentionBackend;
-use aido_model::burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
-use aido_model::burn::module::{Module, ModuleVisitor, Param};
-use aido_model::burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use aido_model::burn::collective::{self, CollectiveConfig, PeerId};
+use aido_model::burn::optim::{GradientsAccumulator, Optimizer};
 use aido_model::burn::tensor::backend::AutodiffBackend;
-use aido_model::burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use aido_rda::RdaBatch;
 
 use crate::config::NodeConfig;
 use crate::optim::clip_global_norm;
-use crate::parallel::materialize;
+use crate::parallel::{
+    all_reduce_sum, flatten_grads, flatten_params, materialize, unflatten_grads,
+};
 use crate::pretrain::micro_step;
 use crate::{Result, TrainError};
 
@@ -46,67 +52,6 @@ fn node_err(detail: impl Into<String>) -> TrainError {
     TrainError::Node {
         detail: detail.into(),
         last_checkpoint: None,
-    }
-}
-
-/// Flattens every float parameter (in module order) into `out`.
-struct FlatParams<'a>(&'a mut Vec<f32>);
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for FlatParams<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let v = param.val().inner().into_data().convert::<f32>();
-        self.0.extend(v.iter::<f32>());
-    }
-}
-
-/// Flattens the gradient of every float parameter (in module order): a presence flag (1 when
-/// this node has a gradient for it), then its values (zeros when absent).
-struct FlatGrads<'a> {
-    grads: &'a GradientsParams,
-    out: &'a mut Vec<f32>,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for FlatGrads<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let n = param.val().shape().num_elements();
-        match self.grads.get::<B::InnerBackend, D>(param.id) {
-            Some(g) => {
-                self.out.push(1.0);
-                self.out
-                    .extend(g.into_data().convert::<f32>().iter::<f32>());
-            }
-            None => {
-                self.out.push(0.0);
-                self.out.extend(std::iter::repeat_n(0.0, n));
-            }
-        }
-    }
-}
-
-/// The inverse of [`FlatGrads`] over the reduced buffer: a gradient for every parameter some
-/// node had one for.
-struct UnflatGrads<'a, B: AutodiffBackend> {
-    buf: &'a [f32],
-    at: usize,
-    grads: GradientsParams,
-    device: &'a B::Device,
-}
-
-impl<B: AutodiffBackend> ModuleVisitor<B> for UnflatGrads<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let shape = param.val().shape();
-        let n = shape.num_elements();
-        let (flag, end) = (self.buf.get(self.at).copied(), self.at + 1 + n);
-        if let (Some(flag), Some(vals)) = (flag, self.buf.get(self.at + 1..end))
-            && flag > 0.0
-        {
-            let t = Tensor::<B::InnerBackend, D>::from_data(
-                TensorData::new(vals.to_vec(), shape),
-                self.device,
-            );
-            self.grads.register::<B::InnerBackend, D>(param.id, t);
-        }
-        self.at = end;
     }
 }
 
@@ -167,37 +112,20 @@ where
     /// seen after its first use, so a second all-reduce in one registration never returns: a
     /// fresh registration per exchange is the way to use it more than once.)
     fn all_reduce_sum(&self, v: Vec<f32>, what: &str) -> Result<Vec<f32>> {
-        let n = v.len();
-        let t = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(v, [n]), &self.device)
-            .into_primitive()
-            .tensor();
         let (id, device, config) = (self.id, self.device.clone(), self.collective_config()?);
-        let r = with_deadline(self.cfg.timeout, what, move || {
+        with_deadline(self.cfg.timeout, what, move || {
             collective::reset_collective::<B::InnerBackend>();
-            collective::register::<B::InnerBackend>(id, device, config)?;
-            let r = collective::all_reduce::<B::InnerBackend>(id, t, ReduceOperation::Sum)?;
+            collective::register::<B::InnerBackend>(id, device.clone(), config)?;
+            let r = all_reduce_sum::<B::InnerBackend>(id, v, &device)?;
             collective::finish_collective::<B::InnerBackend>(id)?;
             Ok(r)
-        })?;
-        let out = Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(r))
-            .into_data()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| node_err(format!("{what}: {e:?}")))?;
-        if out.len() != n {
-            return Err(node_err(format!(
-                "{what}: {} values came back for {n}",
-                out.len()
-            )));
-        }
-        Ok(out)
+        })
     }
 
     /// Checks that every node holds the same weights and update count (see the module docs).
     pub fn check_identical(&self, model: &AidoCell<B>, step: u64) -> Result<()> {
         materialize::<B, _>(model);
-        let mut flat = Vec::new();
-        model.visit(&mut FlatParams(&mut flat));
+        let mut flat = flatten_params::<B, _>(model);
         flat.push(step as f32);
         let sum = self.all_reduce_sum(flat.clone(), "comparing the nodes' starting weights")?;
         let k = self.cfg.nodes as f32;
@@ -251,23 +179,12 @@ where
             part += lv;
             accum.accumulate::<B>(&model, grads);
         }
-        let local = accum.grads();
-        let mut buf = Vec::new();
-        model.visit(&mut FlatGrads {
-            grads: &local,
-            out: &mut buf,
-        });
+        let mut buf = flatten_grads::<B, _>(&model, &accum.grads());
         buf.push(part as f32);
         let red = self.all_reduce_sum(buf, "the gradient all-reduce")?;
-        let loss = f64::from(red[red.len() - 1]);
-        let mut un = UnflatGrads::<B> {
-            buf: &red[..red.len() - 1],
-            at: 0,
-            grads: GradientsParams::new(),
-            device: &self.device,
-        };
-        model.visit(&mut un);
-        let mut grads = un.grads;
+        let (body, loss) = red.split_at(red.len() - 1);
+        let loss = f64::from(loss[0]);
+        let mut grads = unflatten_grads::<B, _>(&model, body, &self.device);
         if !loss.is_finite() {
             return Ok((model, optim, loss, f64::NAN));
         }

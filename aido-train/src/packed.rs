@@ -14,7 +14,7 @@
 //!   and `k` pairs of gene position (`u32`) and raw count (`f32`); then a tag byte `0`, the
 //!   shard's cells and non-zeros (`u64`, `u64`) and the magic `AIDOEND1`.
 //!
-//! Cells get the global ids [`CellCorpus::load`] gives the same files (files in order, cells
+//! Cells get the global ids [`crate::CellCorpus::load`] gives the same files (files in order, cells
 //! without counts in the panel left out), so the split, the validation examples and the
 //! baselines of a packed corpus are those of `--data` on the same files.
 //!
@@ -698,6 +698,9 @@ impl PackedCorpus {
     }
 }
 
+/// A cell held in the shuffle buffer: global id, input file, raw counts.
+type WindowCell = (usize, usize, Vec<(u32, f32)>);
+
 /// The streamed order of a packed corpus' training cells: see the module docs.
 pub struct PackedStream<'a> {
     corpus: &'a PackedCorpus,
@@ -707,7 +710,7 @@ pub struct PackedStream<'a> {
     seed: u64,
     buffer: usize,
     /// `(epoch, window, cells in visiting order)`.
-    window: Option<(u64, u64, Vec<(usize, usize, Vec<(u32, f32)>)>)>,
+    window: Option<(u64, u64, Vec<WindowCell>)>,
 }
 
 impl PackedStream<'_> {
@@ -729,10 +732,10 @@ impl PackedStream<'_> {
         )
     }
 
-    fn load_window(&self, epoch: u64, w: u64) -> Result<Vec<(usize, usize, Vec<(u32, f32)>)>> {
+    fn load_window(&self, epoch: u64, w: u64) -> Result<Vec<WindowCell>> {
         let lo = w as usize * self.buffer;
         let hi = (lo + self.buffer).min(self.n_train);
-        let mut items: Vec<(usize, usize, Vec<(u32, f32)>)> = Vec::with_capacity(hi - lo);
+        let mut items: Vec<WindowCell> = Vec::with_capacity(hi - lo);
         let mut c = 0usize;
         for s in self.shard_order(epoch) {
             let t = self.train_per_shard[s];

@@ -43,7 +43,7 @@ pub enum TrainCorpus {
     /// All cells in memory.
     Memory(CellCorpus),
     /// Streamed from shards.
-    Packed(PackedCorpus),
+    Packed(Box<PackedCorpus>),
 }
 
 impl From<CellCorpus> for TrainCorpus {
@@ -54,7 +54,7 @@ impl From<CellCorpus> for TrainCorpus {
 
 impl From<PackedCorpus> for TrainCorpus {
     fn from(c: PackedCorpus) -> Self {
-        TrainCorpus::Packed(c)
+        TrainCorpus::Packed(Box::new(c))
     }
 }
 
@@ -314,6 +314,9 @@ where
     }
 
     let node = join_node::<B>(&nodes, &model, state.step, device)?;
+    // Data parallelism on this machine: persistent replicas, one per device (peer 0's replica is
+    // read back for validation and checkpoints).
+    let mut replicas = make_replicas::<B, _>(&model, &optim, devices)?;
     let Split { train, val } =
         split_cells(corpus.len(), cfg.val_fraction, cfg.max_val_cells, cfg.seed);
     let metrics_path = out.join("metrics.jsonl");
@@ -402,8 +405,9 @@ where
         (model, optim, loss_sum, grad_norm) = if let Some(node) = &node {
             node_update(node, model, optim, &micro, lr, cfg.optim.clip_norm)
                 .map_err(|e| with_checkpoint(e, &last_ckpt))?
-        } else if devices.len() > 1 {
-            parallel_update(model, optim, &micro, lr, cfg.optim.clip_norm, devices)?
+        } else if let Some(r) = &mut replicas {
+            let (l, g) = replica_update(r, micro, lr, cfg.optim.clip_norm)?;
+            (model, optim, l, g)
         } else {
             single_update(model, optim, &micro, lr, cfg.optim.clip_norm, device)?
         };
@@ -430,7 +434,14 @@ where
             on(Event::Step(&m0));
         }
         let is_last = step == cfg.steps;
-        let this_val = if step % cfg.val_every == 0 || is_last {
+        let validating = step % cfg.val_every == 0 || is_last;
+        let checkpointing = step % cfg.checkpoint_every == 0 || is_last;
+        if let Some(r) = &replicas
+            && (validating || checkpointing)
+        {
+            (model, optim) = snapshot(r)?;
+        }
+        let this_val = if validating {
             let v = validate(&model, step, &last_ckpt)?;
             val_loss = Some(v);
             Some(v)
@@ -450,7 +461,7 @@ where
             log.write(&m)?;
             on(Event::Step(&m));
         }
-        if step % cfg.checkpoint_every == 0 || is_last {
+        if checkpointing {
             let st = TrainState {
                 step,
                 cells_seen,
@@ -612,36 +623,83 @@ where
 }
 
 #[cfg(feature = "collective")]
-fn parallel_update<B, O>(
-    model: AidoCell<B>,
-    optim: O,
-    micro: &[RdaBatch],
-    lr: f64,
-    clip_norm: f64,
+type MaybeReplicas<B, O> = crate::parallel::Replicas<B, O>;
+#[cfg(not(feature = "collective"))]
+type MaybeReplicas<B, O> = std::marker::PhantomData<(B, O)>;
+
+/// Persistent replicas when there is more than one device.
+#[cfg(feature = "collective")]
+fn make_replicas<B, O>(
+    model: &AidoCell<B>,
+    optim: &O,
     devices: &[B::Device],
-) -> Result<Updated<B, O>>
+) -> Result<Option<MaybeReplicas<B, O>>>
 where
     B: AutodiffBackend + AttentionBackend,
-    O: Optimizer<AidoCell<B>, B>,
+    O: Optimizer<AidoCell<B>, B> + 'static,
 {
-    let (m, o, s) =
-        crate::parallel::data_parallel_update(model, optim, micro, lr, clip_norm, devices)?;
-    Ok((m, o, s.loss, s.grad_norm))
+    if devices.len() < 2 {
+        return Ok(None);
+    }
+    crate::parallel::Replicas::new(model, optim, devices).map(Some)
 }
 
 #[cfg(not(feature = "collective"))]
-fn parallel_update<B, O>(
-    _model: AidoCell<B>,
-    _optim: O,
-    _micro: &[RdaBatch],
-    _lr: f64,
-    _clip_norm: f64,
-    _devices: &[B::Device],
-) -> Result<Updated<B, O>>
+fn make_replicas<B, O>(
+    _model: &AidoCell<B>,
+    _optim: &O,
+    devices: &[B::Device],
+) -> Result<Option<MaybeReplicas<B, O>>>
 where
     B: AutodiffBackend + AttentionBackend,
-    O: Optimizer<AidoCell<B>, B>,
+    O: Optimizer<AidoCell<B>, B> + 'static,
 {
+    if devices.len() < 2 {
+        return Ok(None);
+    }
+    Err(TrainError::Config(
+        "data parallelism needs aido-train's `collective` feature".into(),
+    ))
+}
+
+#[cfg(feature = "collective")]
+fn replica_update<B, O>(
+    r: &mut MaybeReplicas<B, O>,
+    micro: Vec<RdaBatch>,
+    lr: f64,
+    clip_norm: f64,
+) -> Result<(f64, f64)>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B> + 'static,
+{
+    let s = r.update(micro, lr, clip_norm)?;
+    Ok((s.loss, s.grad_norm))
+}
+
+#[cfg(not(feature = "collective"))]
+fn replica_update<B, O>(
+    _r: &mut MaybeReplicas<B, O>,
+    _micro: Vec<RdaBatch>,
+    _lr: f64,
+    _clip_norm: f64,
+) -> Result<(f64, f64)> {
+    Err(TrainError::Config(
+        "data parallelism needs aido-train's `collective` feature".into(),
+    ))
+}
+
+#[cfg(feature = "collective")]
+fn snapshot<B, O>(r: &MaybeReplicas<B, O>) -> Result<(AidoCell<B>, O)>
+where
+    B: AutodiffBackend + AttentionBackend,
+    O: Optimizer<AidoCell<B>, B> + 'static,
+{
+    r.snapshot()
+}
+
+#[cfg(not(feature = "collective"))]
+fn snapshot<B, O>(_r: &MaybeReplicas<B, O>) -> Result<(AidoCell<B>, O)> {
     Err(TrainError::Config(
         "data parallelism needs aido-train's `collective` feature".into(),
     ))

@@ -1,7 +1,8 @@
 //! Data parallelism through burn's collective all-reduce: two peers (threads) on the CPU
 //! backend (burn-flex has one device, so both peers use it; on GPUs each peer gets its own).
 //! Expectation: the replicas stay identical, and the update equals the single-device update
-//! with gradient accumulation over the same micro-batches, up to float summation order.
+//! with gradient accumulation over the same micro-batches, up to float summation order — for
+//! one-off updates and for persistent replicas kept across updates.
 #![cfg(feature = "collective")]
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +15,7 @@ use aido_model::{AidoCell, AidoCellConfig, Cpu};
 use aido_rda::{RdaBatch, RdaConfig, masked_mse};
 use aido_tokenize::simulate::{SimulationConfig, simulate, synthetic_gene_names};
 use aido_train::optim::{adamw, clip_global_norm};
-use aido_train::parallel::{data_parallel_update_all, materialize};
+use aido_train::parallel::{Replicas, data_parallel_update_all, materialize};
 use aido_train::{CellCorpus, DataSet, OptimConfig};
 
 type B = Autodiff<Cpu>;
@@ -139,6 +140,34 @@ fn two_peers_match_single_device_accumulation() {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0f32, f32::max);
     assert!(worst <= 1e-5, "max |Δw| = {worst}");
+
+    // Persistent replicas (made once, three updates): the same losses, replicas identical.
+    let mut reps = Replicas::new(&m0, &adamw::<B, AidoCell<B>>(&o), &[dev, dev]).unwrap();
+    for (u, want_loss) in single_losses.iter().enumerate() {
+        let stats = reps.update_all(micro(&c, u), 1e-3, 1.0).unwrap();
+        assert_eq!(stats[0], stats[1]);
+        assert!(
+            (stats[0].loss - want_loss).abs() <= 1e-5 * want_loss,
+            "persistent, update {u}: {} vs {want_loss}",
+            stats[0].loss
+        );
+    }
+    let snaps = reps.snapshot_all().unwrap();
+    assert_eq!(flat(&snaps[0].0), flat(&snaps[1].0));
+    let worst = flat(&single)
+        .iter()
+        .zip(&flat(&snaps[0].0))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-5, "persistent: max |Δw| = {worst}");
+    let err = reps
+        .update_all(micro(&c, 0)[..1].to_vec(), 1e-3, 1.0)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("at least 2 micro-batches"),
+        "{err}"
+    );
+    drop(reps);
 
     // Too few micro-batches for the peers is a clear error.
     let err = data_parallel_update_all(par, po, &micro(&c, 0)[..1], 1e-3, 1.0, &[dev, dev])
