@@ -20,6 +20,7 @@
 mod autodiff;
 mod flex;
 pub use flex::{cpu_kernel_errors, cpu_kernel_runs};
+pub mod reference;
 pub mod tiled;
 
 use std::any::{Any, TypeId};
