@@ -464,7 +464,13 @@ fn a_packed_corpus_trains_as_its_files_do_and_resumes_mid_epoch_exactly() {
         &with(&["--shuffle-buffer", "50"]),
     ));
     let full = read_metrics(&small.join("metrics.jsonl")).unwrap();
-    assert_eq!(want[0].val_loss, full[0].val_loss, "same validation cells");
+    // The validation cells do not depend on the buffer: their baseline losses are identical.
+    // (The validation *loss* follows the trained weights, which the order changes.)
+    assert_eq!(
+        std::fs::read_to_string(mem.join("baselines.json")).unwrap(),
+        std::fs::read_to_string(small.join("baselines.json")).unwrap(),
+        "same validation cells"
+    );
     assert!(
         want.iter()
             .zip(&full)
