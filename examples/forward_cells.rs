@@ -2,12 +2,13 @@
 //! `../shared/anchors/torch_aido.py` (same arguments, same JSON fields).
 //!
 //! ```text
-//! cargo run --release --example forward_cells -- MODEL_DIR CASES.safetensors [n_cells]
+//! cargo run --release --example forward_cells -- MODEL_DIR CASES.safetensors [n_cells] [f32|bf16]
 //! ```
 //! `CASES.safetensors` holds `input_values [n, S]` (e.g. the parity fixture's cases file).
 //! Prints one JSON line: seconds per cell (forward only, like the anchor), whole-process
 //! seconds, peak RSS (`VmHWM`), and, when the file has the reference `last_hidden_state` of
-//! cell 0, the max |Δ| against it.
+//! cell 0, the max |Δ| against it. The last argument is the compute precision
+//! (`aido_model::Precision`, default f32).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -27,12 +28,16 @@ fn main() -> Result<()> {
     let start = Instant::now();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 2 {
-        bail!("usage: forward_cells MODEL_DIR CASES.safetensors [n_cells]");
+        bail!("usage: forward_cells MODEL_DIR CASES.safetensors [n_cells] [f32|bf16]");
     }
     let (dir, cases) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
     let n_cells: usize = args.get(2).map_or(Ok(1), |s| s.parse())?;
     let device = Default::default();
-    let (model, cfg) = load_checkpoint::<aido::model::Cpu>(&dir, LoadMode::EncoderOnly, &device)?;
+    let precision: aido::model::Precision =
+        args.get(3).map_or(Ok(Default::default()), |s| s.parse())?;
+    let (mut model, cfg) =
+        load_checkpoint::<aido::model::Cpu>(&dir, LoadMode::EncoderOnly, &device)?;
+    model.bert.set_precision(precision)?;
     let bytes = std::fs::read(&cases).with_context(|| format!("reading {}", cases.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
     let x = st.tensor("input_values")?;
@@ -70,7 +75,7 @@ fn main() -> Result<()> {
             "process_s": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             "peak_rss_gb": aido::process::peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
             "seq": s, "hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers,
-            "heads": cfg.num_attention_heads,
+            "heads": cfg.num_attention_heads, "precision": precision.as_str(),
             "last_hidden_first_row_head": &first[..4.min(first.len())],
             "max_abs_diff_vs_reference_cell0": diff,
         })

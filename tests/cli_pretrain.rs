@@ -540,3 +540,78 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+/// `--precision bf16`: mixed-precision pretraining (bf16 projections, f32 master weights,
+/// AdamW state, norms and loss). On cpu its losses follow the f32 run's closely without being
+/// them (the expectation: the f32 run of the same seed, itself checked by the other tests),
+/// the precision is part of the run's configuration, and a resume at another precision is
+/// refused. On wgpu (no bf16 arithmetic) the run is refused by name.
+#[test]
+fn bf16_pretraining_follows_the_f32_losses_and_is_part_of_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, genes) = simulated(dir.path());
+    let flags = [
+        "--steps",
+        "6",
+        "--val-every",
+        "3",
+        "--checkpoint-every",
+        "3",
+    ];
+    let low = dir.path().join("bf16");
+    let mut c = pretrain(
+        &data,
+        &genes,
+        &low,
+        &[&flags[..], &["--precision", "bf16"]].concat(),
+    );
+    if std::env::var("AIDO_TEST_DEVICE").as_deref() == Ok("wgpu") {
+        let o = c.output().unwrap();
+        assert!(!o.status.success(), "bf16 on wgpu ran");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("cannot compute in bf16"), "{err}");
+        return;
+    }
+    run_ok(&mut c);
+    let full = dir.path().join("f32");
+    run_ok(&mut pretrain(&data, &genes, &full, &flags));
+    let a = read_metrics(&low.join("metrics.jsonl")).unwrap();
+    let b = read_metrics(&full.join("metrics.jsonl")).unwrap();
+    assert_eq!(a.len(), b.len());
+    let mut differs = false;
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x.train_loss.is_finite());
+        let rel = (x.train_loss - y.train_loss).abs() / y.train_loss.abs();
+        assert!(
+            rel <= 2e-2,
+            "update {}: bf16 loss {} vs f32 {}",
+            x.step,
+            x.train_loss,
+            y.train_loss
+        );
+        differs |= rel > 1e-6;
+    }
+    assert!(differs, "the bf16 run logged the f32 losses");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(low.join("train_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["precision"], "bf16");
+    // The checkpoint is f32 (master weights) and embeds as any other.
+    let st = std::fs::read(low.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+    assert!(
+        st.tensors()
+            .iter()
+            .all(|(_, t)| t.dtype() == safetensors::Dtype::F32)
+    );
+    // Resuming at another precision contradicts the saved run.
+    let o = pretrain(
+        &data,
+        &genes,
+        &low,
+        &["--steps", "8", "--precision", "f32", "--resume"],
+    )
+    .output()
+    .unwrap();
+    assert!(!o.status.success(), "resumed a bf16 run in f32");
+}

@@ -16,6 +16,63 @@ pub enum NormKind {
     RmsNorm,
 }
 
+/// Compute precision of the encoder blocks (not a property of the checkpoint: the weights stay
+/// in f32 either way).
+///
+/// `Bf16` is mixed precision in the way of PyTorch autocast, as AIDO.Cell was trained: the
+/// q/k/v/output and SwiGLU projections take bf16 inputs and bf16 copies of the f32 weights;
+/// attention reads bf16 q/k/v and computes scores, softmax statistics and accumulation in f32;
+/// the residual stream, every norm, the value embedding, the pretraining head and the loss stay
+/// in f32. Under `Autodiff` the gradients reach the f32 master weights through the casts, so
+/// optimizer state is f32 too.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// bf16 projections, f32 everything else (see the type's docs).
+    Bf16,
+}
+
+impl Precision {
+    /// The float dtype the projections compute in.
+    pub fn dtype(self) -> burn::tensor::DType {
+        match self {
+            Precision::F32 => burn::tensor::DType::F32,
+            Precision::Bf16 => burn::tensor::DType::BF16,
+        }
+    }
+
+    /// `"f32"` or `"bf16"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            other => Err(ModelError::Config(format!(
+                "unknown precision '{other}' (expected f32 or bf16)"
+            ))),
+        }
+    }
+}
+
 /// The shape and constants of an AIDO.Cell model (SPEC-model §3–5).
 #[derive(Config, Debug, PartialEq)]
 pub struct AidoCellConfig {

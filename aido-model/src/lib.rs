@@ -29,7 +29,7 @@ pub mod save;
 
 pub use attention::AttentionBackend;
 pub use backend::{Cpu, DeviceKind};
-pub use config::{AidoCellConfig, NormKind};
+pub use config::{AidoCellConfig, NormKind, Precision};
 pub use embed::{Embedder, Embeddings, Pooling};
 pub use error::{ModelError, Result};
 pub use load::{LoadMode, load_checkpoint};

@@ -52,13 +52,15 @@ impl<B: Backend> LoraAdapter<B> {
         }
     }
 
-    /// `[B, S, in] → [B, S, out]`.
+    /// `[B, S, in] → [B, S, out]`, in `x`'s float dtype (the factors cast to it when they
+    /// differ, as [`crate::model::linear_in`]).
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, s, d] = x.dims();
         let out = self.b.dims()[1];
+        let dtype = x.dtype();
         x.reshape([b * s, d])
-            .matmul(self.a.val())
-            .matmul(self.b.val())
+            .matmul(self.a.val().cast(dtype))
+            .matmul(self.b.val().cast(dtype))
             .mul_scalar(self.scale)
             .reshape([b, s, out])
     }
@@ -82,15 +84,15 @@ pub struct AttentionLora<B: Backend> {
     pub output: LoraAdapter<B>,
 }
 
-/// `x W (+ b)`, plus the adapter's update when there is one.
+/// `x W (+ b)`, plus the adapter's update when there is one, in `x`'s float dtype.
 pub fn project<B: Backend>(
     linear: &Linear<B>,
     lora: Option<&LoraAdapter<B>>,
     x: Tensor<B, 3>,
 ) -> Tensor<B, 3> {
     match lora {
-        None => linear.forward(x),
-        Some(l) => linear.forward(x.clone()) + l.forward(x),
+        None => crate::model::linear_in(linear, x),
+        Some(l) => crate::model::linear_in(linear, x.clone()) + l.forward(x),
     }
 }
 

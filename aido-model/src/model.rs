@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
 use crate::attention::{AttentionBackend, attention};
-use crate::config::{AidoCellConfig, NormKind};
+use crate::config::{AidoCellConfig, NormKind, Precision};
 use crate::error::{ModelError, Result};
 
 /// LayerNorm or RMSNorm, as the checkpoint says. `[.., H] → [.., H]`.
@@ -161,12 +161,18 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: AttentionBackend> Attention<B> {
-    /// `[B, S, H] → [B, S, H]`.
+    /// `[B, S, H] → [B, S, H]`, all in f32.
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_in(h, Precision::F32)
+    }
+
+    /// `[B, S, H] → [B, S, H]` at a [`Precision`]: Norm1 in `h`'s dtype, then the projections
+    /// and attention in `precision` (the output is in `precision`'s dtype).
+    pub fn forward_in(&self, h: Tensor<B, 3>, precision: Precision) -> Tensor<B, 3> {
         let [b, s, hidden] = h.dims();
         let nh = self.self_attn.num_heads;
         let hd = hidden / nh;
-        let x = self.ln.forward(h);
+        let x = self.ln.forward(h).cast(precision.dtype());
         let split = |t: Tensor<B, 3>| t.reshape([b, s, nh, hd]).swap_dims(1, 2);
         let sa = &self.self_attn;
         let lora = self.lora.as_ref();
@@ -222,11 +228,29 @@ pub struct Mlp<B: Backend> {
 }
 
 impl<B: Backend> Mlp<B> {
-    /// `[.., H] → [.., H]` (no norm, no residual: the [`Layer`] adds those).
+    /// `[.., H] → [.., H]` (no norm, no residual: the [`Layer`] adds those), computed in `x`'s
+    /// float dtype (bf16 input: bf16 copies of the weights, see [`linear_in`]).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        self.down_proj
-            .forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let gate = silu(linear_in(&self.gate_proj, x.clone()));
+        linear_in(&self.down_proj, gate * linear_in(&self.up_proj, x))
     }
+}
+
+/// `x W (+ b)` computed in `x`'s float dtype: the weights (kept in their own dtype, f32 for the
+/// master copy) are cast to it when they differ — the mixed-precision rule of [`Precision`].
+/// Under `Autodiff` the cast is differentiated, so the gradient reaches the weights in their
+/// dtype. `[.., in] → [.., out]`.
+pub fn linear_in<B: Backend, const D: usize>(l: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let w = l.weight.val();
+    if w.dtype() == dtype {
+        return l.forward(x);
+    }
+    burn::tensor::module::linear(
+        x,
+        w.cast(dtype),
+        l.bias.as_ref().map(|b| b.val().cast(dtype)),
+    )
 }
 
 /// Configuration of one pre-norm block ([`Layer`]).
@@ -247,6 +271,9 @@ pub struct LayerConfig {
     /// Biases on the attention and SwiGLU projections (`add_linear_bias`).
     #[config(default = false)]
     pub bias: bool,
+    /// Compute precision of the block ([`Precision`]; the weights are f32 either way).
+    #[config(default = "Precision::F32")]
+    pub precision: Precision,
 }
 
 impl LayerConfig {
@@ -272,6 +299,7 @@ impl LayerConfig {
             mlp: MlpConfig::new(h, self.intermediate_size)
                 .with_bias(bias)
                 .init(device),
+            precision: self.precision,
         }
     }
 }
@@ -285,14 +313,18 @@ pub struct Layer<B: Backend> {
     pub ln: Norm<B>,
     /// SwiGLU.
     pub mlp: Mlp<B>,
+    /// Compute precision of the projections and attention; the residual stream and the norms
+    /// stay in the dtype of the input (f32).
+    pub precision: Precision,
 }
 
 impl<B: AttentionBackend> Layer<B> {
-    /// `[B, S, H] → [B, S, H]`.
+    /// `[B, S, H] → [B, S, H]`, in `h`'s dtype (the sub-blocks in [`Layer::precision`]).
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
-        let h = h.clone() + self.attention.forward(h);
-        let x = self.ln.forward(h.clone());
-        h + self.mlp.forward(x)
+        let (dtype, low) = (h.dtype(), self.precision.dtype());
+        let h = h.clone() + self.attention.forward_in(h, self.precision).cast(dtype);
+        let x = self.ln.forward(h.clone()).cast(low);
+        h + self.mlp.forward(x).cast(dtype)
     }
 }
 
@@ -335,6 +367,36 @@ impl<B: Backend> AidoCellModel<B> {
     /// Hidden size `H`.
     pub fn hidden_size(&self) -> usize {
         self.position_embedding.weight.dims()[1]
+    }
+
+    /// The compute precision of the blocks (f32 for a model without blocks).
+    pub fn precision(&self) -> Precision {
+        self.encoder
+            .layer
+            .first()
+            .map_or(Precision::F32, |l| l.precision)
+    }
+
+    /// Sets the compute precision of every block. A backend or device that cannot compute in
+    /// the precision's dtype (burn's `supports_dtype`; wgpu has no bf16, WGSL lacking the type)
+    /// is an error naming it: never a silent f32 run.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        let device = self.position_embedding.weight.device();
+        if !B::supports_dtype(&device, precision.dtype()) {
+            return Err(ModelError::Device(format!(
+                "the {} backend cannot compute in {precision} on {device:?}; use --precision f32{}",
+                B::name(&device),
+                if precision == Precision::Bf16 {
+                    " (bf16 runs on the CPU and CUDA backends)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        for l in &mut self.encoder.layer {
+            l.precision = precision;
+        }
+        Ok(())
     }
 
     /// The embedding output `h0 = e + P`: `values [B, S]` → `[B, S, H]`. `S` must equal the

@@ -202,3 +202,84 @@ fn burnpack_roundtrip_keeps_outputs() {
         .unwrap();
     assert_eq!(max_diff(a, &b), 0.0);
 }
+
+/// `‖got − want‖₂ / ‖want‖₂`.
+fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (g as f64 - w as f64).powi(2);
+        den += (w as f64).powi(2);
+    }
+    (num / den).sqrt()
+}
+
+fn vec<const D: usize>(t: Tensor<Cpu, D>) -> Vec<f32> {
+    assert_eq!(t.dtype(), burn::tensor::DType::F32, "outputs stay f32");
+    t.into_data().into_vec().unwrap()
+}
+
+/// bf16 mixed precision ([`aido_model::Precision::Bf16`]) against the same fixtures (f32
+/// outputs of the authors' code). The bound is GEARS-free and ours: the pooled embedding within
+/// 1e-2 relative (L2), the bf16 criterion; and it must differ from the f32 run (bf16
+/// really computed, not a silent f32 run).
+#[test]
+fn bf16_mixed_precision_tracks_the_authors_f32_outputs() {
+    use aido_model::Precision;
+    for folder in ["tiny_ln_nobias", "tiny_rms_bias"] {
+        let dir = shared_path(&format!("fixtures/aido_cell/{folder}"));
+        let (mut model, _) =
+            aido_model::load_checkpoint::<Cpu>(&dir, LoadMode::Full, &Default::default()).unwrap();
+        let c = Case::load(folder);
+        let f32_out = vec(model
+            .bert
+            .forward(c.tensor2("input_values"), false)
+            .unwrap()
+            .last_hidden_state);
+        model.bert.set_precision(Precision::Bf16).unwrap();
+        assert_eq!(model.bert.precision(), Precision::Bf16);
+        let out = model
+            .bert
+            .forward(c.tensor2("input_values"), false)
+            .unwrap()
+            .last_hidden_state;
+        let present = vec![1u8; 66];
+        let emb = vec(pool(out.clone(), &present, Pooling::PresentMean).unwrap());
+        let e = rel_err(&emb, &c.get("cell_embedding_mean").1);
+        let h = vec(out);
+        let eh = rel_err(&h, &c.get("last_hidden_state").1);
+        eprintln!("{folder}: bf16 relative error: pooled {e:.2e}, last_hidden_state {eh:.2e}");
+        assert!(e <= 1e-2, "{folder}: bf16 pooled relative error {e}");
+        assert!(
+            eh <= 2e-2,
+            "{folder}: bf16 last_hidden_state relative error {eh}"
+        );
+        assert!(
+            rel_err(&h, &f32_out) > 1e-4,
+            "{folder}: the bf16 run equals the f32 one"
+        );
+        // The weights stay f32 (master copy).
+        assert_eq!(
+            model.bert.encoder.layer[0].mlp.up_proj.weight.val().dtype(),
+            burn::tensor::DType::F32
+        );
+    }
+    // Full length (S = 19,266), the 3M shape, cell 0.
+    let dir = shared_path("fixtures/aido_cell/aido_cell_3m_random");
+    let (mut model, _) =
+        aido_model::load_checkpoint::<Cpu>(&dir, LoadMode::EncoderOnly, &Default::default())
+            .unwrap();
+    model.bert.set_precision(Precision::Bf16).unwrap();
+    let c = Case::load("aido_cell_3m_random");
+    let (g, s) = (19_264, 19_266);
+    let values = PreprocessConfig::default()
+        .dense_row(&c.get("counts").1[..g])
+        .unwrap();
+    let x = Tensor::<Cpu, 2>::from_data(TensorData::new(values, [1, s]), &Default::default());
+    let out = model.bert.forward(x, false).unwrap().last_hidden_state;
+    let present: Vec<u8> = c.get("pool_mask").1[..s].iter().map(|&x| x as u8).collect();
+    let emb = vec(pool(out, &present, Pooling::PresentMean).unwrap());
+    let e = rel_err(&emb, &c.get("cell_embedding_mean").1[..128]);
+    eprintln!("3M full length: bf16 pooled relative error {e:.2e}");
+    assert!(e <= 1e-2, "3M bf16 pooled relative error {e}");
+}

@@ -182,6 +182,10 @@ pub struct TrainConfig {
     /// Streamed (packed) corpora: training cells shuffled together, the bound on the cells held
     /// in memory (see `aido_train::packed`). Ignored for corpora held in memory.
     pub shuffle_buffer: usize,
+    /// Compute precision of the encoder blocks (`aido_model::Precision`): `bf16` is mixed
+    /// precision with f32 master weights, f32 AdamW state, f32 norms, softmax statistics and
+    /// loss. A backend without bf16 is refused at start.
+    pub precision: aido_model::Precision,
 }
 
 impl Default for TrainConfig {
@@ -203,6 +207,7 @@ impl Default for TrainConfig {
             activation_checkpointing: false,
             rda: RdaConfig::default(),
             shuffle_buffer: 10_000,
+            precision: aido_model::Precision::F32,
         }
     }
 }

@@ -312,6 +312,7 @@ where
         model = checkpoint::load_model::<B, _>(d, model, device)?;
         optim = checkpoint::load_optim::<B, _, _>(d, optim, device)?;
     }
+    model.bert.set_precision(cfg.precision)?;
 
     let node = join_node::<B>(&nodes, &model, state.step, device)?;
     // Data parallelism on this machine: persistent replicas, one per device (peer 0's replica is

@@ -101,6 +101,10 @@ pub(crate) struct FinetuneArgs {
     /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 master weights,
+    /// optimizer state, norms, softmax statistics and loss; cpu and cuda).
+    #[arg(long, default_value = "f32")]
+    pub precision: aido_model::Precision,
     /// Continue the run in OUTDIR from its last epoch checkpoint (same flags and data).
     #[arg(long)]
     pub resume: bool,
@@ -131,6 +135,10 @@ pub(crate) struct PredictArgs {
     /// Compute device: cpu, cuda or wgpu.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 norms, softmax
+    /// statistics and outputs; cpu and cuda).
+    #[arg(long, default_value = "f32")]
+    pub precision: aido_model::Precision,
 }
 
 fn available_memory() -> Option<u64> {
@@ -222,7 +230,8 @@ where
     }
     // the model, the labels, the split: all checked before anything is written
     let (vocab, genes_path) = vocabulary(&a.model, &a.genes)?;
-    let (pre, mcfg) = load_checkpoint::<B>(&a.model, LoadMode::EncoderOnly, &device)?;
+    let (mut pre, mcfg) = load_checkpoint::<B>(&a.model, LoadMode::EncoderOnly, &device)?;
+    pre.bert.set_precision(a.precision)?;
     if vocab.seq_len() != mcfg.seq_len() {
         bail!(
             "{} lists {} genes but the checkpoint {} has {} gene positions: use the gene list the model was trained with",
@@ -491,6 +500,7 @@ where
             "split": match &a.split_column { Some(c) => json!({"column": c}), None => json!({"val_fraction": a.val_fraction, "test_fraction": a.test_fraction, "seed": a.seed}) },
             "config": cfg,
             "device": format!("{:?}", a.device),
+            "precision": a.precision.as_str(),
         },
     });
     write_json(&a.out.join("report.json"), &report)?;
@@ -618,7 +628,8 @@ fn predict_on<B: AttentionBackend + Backend>(
     {
         bail!("--output {}: use a .h5ad file name", a.output.display());
     }
-    let clf = load_classifier::<B>(&a.model, &device)?;
+    let mut clf = load_classifier::<B>(&a.model, &device)?;
+    clf.model.bert.set_precision(a.precision)?;
     let file = &a.input.input;
     let mut source = open_source(file, &a.input.read_options())?;
     let n_cells = source.n_cells();

@@ -39,6 +39,10 @@ pub(crate) struct EmbedArgs {
     /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 norms, softmax
+    /// statistics and outputs; cpu and cuda). Recorded in the output's metadata.
+    #[arg(long, default_value = "f32")]
+    pub precision: aido_model::Precision,
     /// Output: .h5ad (an h5ad input copied whole plus obsm/X_aido_cell; see
     /// --embeddings-only) or .safetensors (tensor `cell_embedding` [n_cells, H]).
     #[arg(long)]
@@ -178,7 +182,8 @@ fn embed_on<B: AttentionBackend>(
     }
     let genes_path = vocabulary_path(a)?;
     let vocab = GeneVocab::from_tsv(&genes_path)?;
-    let (model, cfg) = load_checkpoint::<B>(&a.model, LoadMode::EncoderOnly, &device)?;
+    let (mut model, cfg) = load_checkpoint::<B>(&a.model, LoadMode::EncoderOnly, &device)?;
+    model.bert.set_precision(a.precision)?;
     if vocab.seq_len() != cfg.seq_len() {
         bail!(
             "{} lists {} genes but the checkpoint {} has {} gene positions: use the gene list the model was trained with",
@@ -271,6 +276,7 @@ fn embed_with_model<B: AttentionBackend>(
         genes_path.display().to_string(),
     );
     meta.insert("pooling".to_string(), a.pooling.name().to_string());
+    meta.insert("precision".to_string(), a.precision.to_string());
     if k > 0 {
         meta.insert(
             "gene_embedding_genes".to_string(),

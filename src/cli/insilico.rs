@@ -74,6 +74,10 @@ pub(crate) struct InsilicoArgs {
     /// Compute device.
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 norms, softmax
+    /// statistics and outputs; cpu and cuda).
+    #[arg(long, default_value = "f32")]
+    pub precision: aido_model::Precision,
     /// No progress bar or summary on the terminal.
     #[arg(long)]
     pub quiet: bool,
@@ -112,7 +116,8 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
             a.model.display()
         )
     })?;
-    let (model, cfg) = load_checkpoint::<B>(&a.model, LoadMode::EncoderOnly, &device)?;
+    let (mut model, cfg) = load_checkpoint::<B>(&a.model, LoadMode::EncoderOnly, &device)?;
+    model.bert.set_precision(a.precision)?;
     if vocab.seq_len() != cfg.seq_len() {
         bail!(
             "{} lists {} genes but the checkpoint {} has {} gene positions",
@@ -286,6 +291,7 @@ fn run<B: AttentionBackend>(device: B::Device, a: &InsilicoArgs) -> Result<()> {
             "model": a.model.display().to_string(),
             "input": a.input.display().to_string(),
             "mode": mode.label(),
+            "precision": a.precision.as_str(),
             "shift": "1 - cosine(cell embedding, perturbed cell embedding), present-mean pooling",
             "overexpress_zero_count": "the cell's median non-zero count × FOLD",
             "cells_skipped_fewer_than_2_genes": skipped_sparse,

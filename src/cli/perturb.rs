@@ -124,6 +124,11 @@ pub(crate) struct FitArgs {
     /// Compute device: cpu, cuda (feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
+    /// Compute precision of the --model backbone: f32 (default), or bf16 (mixed: bf16
+    /// projections; f32 norms, softmax statistics and embeddings; cpu and cuda). The
+    /// perturbation model itself trains in f32.
+    #[arg(long, requires = "model")]
+    pub precision: Option<aido_model::Precision>,
 }
 
 /// Flags of `aido perturb predict`.
@@ -382,8 +387,9 @@ where
                     dir.display()
                 )
             })?;
-            let (model, cfg) =
+            let (mut model, cfg) =
                 load_checkpoint::<B::InnerBackend>(dir, LoadMode::EncoderOnly, &device)?;
+            model.bert.set_precision(a.precision.unwrap_or_default())?;
             if vocab.seq_len() != cfg.seq_len() {
                 bail!(
                     "{} lists {} genes but the checkpoint {} has {} gene positions",
@@ -546,6 +552,7 @@ where
         "combo_seen2_train_fraction": a.combo_seen2_train_fraction,
         "gene_embeddings": if backbone.is_some() { "backbone" } else { "learned" },
         "backbone": backbone_note,
+        "backbone_precision": a.model.as_ref().map(|_| a.precision.unwrap_or_default().as_str()),
         "coexpression_graph": {"edges": co_edges.len(), "cells": co_cells, "threshold": a.coexpress_threshold, "k": a.coexpress_k,
             "mode": model_cfg.coexpression.as_str()},
         "perturbation_graph": {"source": pert_graph, "edges": pert_edges.len()},

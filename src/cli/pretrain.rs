@@ -83,6 +83,10 @@ pub(crate) struct PretrainArgs {
     /// --grad-accum ≥ N.
     #[arg(long)]
     pub data_parallel: Option<usize>,
+    /// Compute precision: f32, or bf16 (mixed: bf16 projections, f32 master weights,
+    /// optimizer state, norms, softmax statistics and loss). Default f32.
+    #[arg(long)]
+    pub precision: Option<aido_model::Precision>,
     /// TOML file with any `aido_train::TrainConfig` field (flags override it).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -186,6 +190,7 @@ impl PretrainArgs {
         set!(checkpoint_every => checkpoint_every);
         set!(data_parallel => data_parallel);
         set!(shuffle_buffer => shuffle_buffer);
+        set!(precision => precision);
         c.validate()?;
         Ok(c)
     }

@@ -27,7 +27,7 @@ use std::any::{Any, TypeId};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{AttentionModuleOptions, FloatTensor};
-use burn::tensor::{Tensor, TensorPrimitive, module};
+use burn::tensor::{DType, Tensor, TensorPrimitive, module};
 
 /// Tile sizes of the generic implementation (queries × keys per step).
 pub const GENERIC_TILE: usize = 512;
@@ -298,37 +298,44 @@ pub fn default_scale(head_dim: usize) -> f32 {
     1.0 / (head_dim as f32).sqrt()
 }
 
+/// `x` in f32: the kernels compute scores, softmax statistics and accumulation in f32 whatever
+/// the inputs' dtype (bf16 under [`crate::Precision::Bf16`]).
+fn f32_primitive<B: Backend>(x: Tensor<B, 4>) -> FloatTensor<B> {
+    x.cast(DType::F32).into_primitive().tensor()
+}
+
 /// Dense bidirectional attention, scale `1/sqrt(head_dim)`, no mask, no bias.
 ///
-/// `q, k, v: [B, heads, S, head_dim]` → `[B, heads, S, head_dim]`. Under `Autodiff<B>` the
-/// backward is the linear-memory tiled one.
+/// `q, k, v: [B, heads, S, head_dim]` → `[B, heads, S, head_dim]`, in `q`'s dtype. Inputs of
+/// another float dtype than f32 (bf16) are read into f32 and the output rounded back: the
+/// kernels are f32. Under `Autodiff<B>` the backward is the linear-memory tiled one.
 pub fn attention<B: AttentionBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> Tensor<B, 4> {
-    Tensor::from_primitive(TensorPrimitive::Float(B::aido_attention(
-        q.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        v.into_primitive().tensor(),
+    let dtype = q.dtype();
+    Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(B::aido_attention(
+        f32_primitive(q),
+        f32_primitive(k),
+        f32_primitive(v),
     )))
+    .cast(dtype)
 }
 
-/// Attention that also returns the log-sum-exp `[B, heads, S]` of each row of scaled scores.
+/// Attention that also returns the log-sum-exp `[B, heads, S]` (f32) of each row of scaled
+/// scores; the output in `q`'s dtype, as [`attention`].
 pub fn attention_with_lse<B: AttentionBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
 ) -> (Tensor<B, 4>, Tensor<B, 3>) {
     let scale = default_scale(q.dims()[3]);
-    let (o, lse) = B::aido_attention_with_lse(
-        q.into_primitive().tensor(),
-        k.into_primitive().tensor(),
-        v.into_primitive().tensor(),
-        scale,
-    );
+    let dtype = q.dtype();
+    let (o, lse) =
+        B::aido_attention_with_lse(f32_primitive(q), f32_primitive(k), f32_primitive(v), scale);
     (
-        Tensor::from_primitive(TensorPrimitive::Float(o)),
+        Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(o)).cast(dtype),
         Tensor::from_primitive(TensorPrimitive::Float(lse)),
     )
 }
