@@ -6,7 +6,9 @@
 //! way). Each call picks, by the backend's type:
 //!
 //! - burn-flex (`Cpu`): the multithreaded SIMD kernels of `aido-kernels`, forward and backward;
-//! - CUDA and wgpu (features `cuda`, `wgpu`): burn's fused (flash) forward;
+//! - CUDA and wgpu (features `cuda`, `wgpu`): the FlashAttention-2 forward (with its
+//!   log-sum-exp when training) and the fused backward written once in CubeCL (`cube.rs`;
+//!   `cube_kernel_runs` counts the calls);
 //! - `Autodiff<_>` over any of these: the forward with its log-sum-exp, registered as one op
 //!   whose backward recomputes the scores tile by tile (FlashAttention-2), so no `S × S` matrix
 //!   is ever stored;
@@ -18,6 +20,10 @@
 //! the crate's `Kernels` trait for it and add it to `for_each_kernel_backend!`.
 
 mod autodiff;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+pub use cube::cube_kernel_runs;
 mod flex;
 pub use flex::{cpu_kernel_errors, cpu_kernel_runs};
 pub mod reference;
@@ -190,8 +196,9 @@ fn t4<B: Backend>(x: FloatTensor<B>) -> Tensor<B, 4> {
     Tensor::from_primitive(TensorPrimitive::Float(x))
 }
 
-/// burn's fused `module::attention` (`scale: None`, no mask or bias): the CubeCL backends'
-/// flash kernels, burn-flex's tiled kernel.
+/// burn's fused `module::attention` (`scale: None`, no mask or bias): the inference path of
+/// backends without kernels of their own here (the CubeCL backends use `cube` instead: burn's
+/// autotune set there includes a fallback that materializes the `S × S` scores).
 pub fn fused_forward<B: Backend>(
     q: FloatTensor<B>,
     k: FloatTensor<B>,
@@ -267,31 +274,51 @@ pub fn fused_forward_with_lse<B: Backend>(
     (fused_forward::<B>(q, k, v), lse.into_primitive().tensor())
 }
 
-/// CUDA: burn's autotuned flash kernel forward (in training too), the generic tiled backward.
-#[cfg(feature = "cuda")]
-impl Kernels for crate::backend::Cuda {
-    fn attn_with_lse(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_forward_with_lse::<Self>(q, k, v, scale)
-    }
-}
+/// The CubeCL backends (CUDA and wgpu): the FlashAttention-2 forward (with its log-sum-exp
+/// when training) and the fused backward of `cube`, written once for both. Not burn's
+/// `module::attention` on these backends: its autotune set includes a fallback that
+/// materializes the `S × S` scores (1 GiB at S = 8,192 for 4 heads), which on lavapipe failed
+/// to allocate and returned wrong outputs (max |Δ| 1.0 at S = 8,192 and 19,266; 2026-12-04).
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+macro_rules! cube_kernels {
+    ($backend:ty) => {
+        impl Kernels for $backend {
+            fn attn(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let scale = default_scale(q.meta.shape()[3]);
+                cube::forward(q, k, v, scale).0
+            }
 
-/// wgpu: as CUDA.
-#[cfg(feature = "wgpu")]
-impl Kernels for crate::backend::Wgpu {
-    fn attn_with_lse(
-        q: FloatTensor<Self>,
-        k: FloatTensor<Self>,
-        v: FloatTensor<Self>,
-        scale: f32,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        fused_forward_with_lse::<Self>(q, k, v, scale)
-    }
+            fn attn_with_lse(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                scale: f32,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                cube::forward(q, k, v, scale)
+            }
+
+            fn attn_backward(
+                q: FloatTensor<Self>,
+                k: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                out: FloatTensor<Self>,
+                lse: FloatTensor<Self>,
+                dout: FloatTensor<Self>,
+                scale: f32,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                cube::backward(q, k, v, out, lse, dout, scale)
+            }
+        }
+    };
 }
+#[cfg(feature = "cuda")]
+cube_kernels!(crate::backend::Cuda);
+#[cfg(feature = "wgpu")]
+cube_kernels!(crate::backend::Wgpu);
 
 /// The scale of AIDO.Cell attention, `1 / sqrt(head_dim)`.
 pub fn default_scale(head_dim: usize) -> f32 {
