@@ -17,7 +17,10 @@
 //! 3. **Attention alone** (`aido_model::attention`, f32) at each shape's heads × head dim, next
 //!    to PyTorch's `scaled_dot_product_attention` on the same card in the same run when
 //!    `--python` names an interpreter with torch (`benches/python/sdpa_anchor.py`; bf16 and f32).
-//! 4. **One training step** (forward, MSE of the head's output, backward, AdamW) of the largest
+//! 4. **The whole model** next to `../shared/anchors/torch_aido.py` moved to CUDA in bf16
+//!    (`benches/python/torch_aido_cuda.py`, with `--python`): the full-length 3M fixture, one
+//!    cell at a time (left out with `--fixtures tiny`).
+//! 5. **One training step** (forward, MSE of the head's output, backward, AdamW) of the largest
 //!    shape at full context with `--train-batch` cells, f32 and bf16: seconds and the card's
 //!    peak memory in use (sampled from `nvidia-smi` every 100 ms; `n/a` without it).
 //!
@@ -452,6 +455,78 @@ fn sdpa_anchor(
 }
 
 /// `A` is the autodiff backend (`Autodiff<device backend>`), on its default device.
+/// The full 3M fixture checkpoint at S = 19,266, one cell at a time: ours in f32 and bf16, and
+/// `../shared/anchors/torch_aido.py` on CUDA under bf16 autocast
+/// (`benches/python/torch_aido_cuda.py`) when `--python` is given.
+fn model_anchor<B: AttentionBackend>(
+    a: &Args,
+    device: &B::Device,
+    log: &mut Log,
+) -> Result<String> {
+    let (dir, values, _, _) = fixture("aido_cell_3m_random")?;
+    let s = values.len();
+    let mut ours = Vec::new();
+    for precision in [Precision::F32, Precision::Bf16] {
+        let (mut model, _) = load_checkpoint::<B>(&dir, LoadMode::EncoderOnly, device)?;
+        if model.bert.set_precision(precision).is_err() {
+            ours.push(None);
+            continue;
+        }
+        let mut times = Vec::new();
+        for it in 0..=a.iters {
+            let x = Tensor::<B, 2>::from_data(TensorData::new(values.clone(), [1, s]), device);
+            let t = Instant::now();
+            let h = model.bert.forward(x, false)?.last_hidden_state;
+            host(h.slice([0..1, 0..1]));
+            let dt = t.elapsed().as_secs_f64();
+            log.line(&format!("3M fixture {precision} iter {it}: {dt:.3} s"));
+            if it > 0 {
+                times.push(dt);
+            }
+        }
+        ours.push(Some(median(times)));
+    }
+    let torch = a.python.as_deref().and_then(|py| {
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/python/torch_aido_cuda.py");
+        let o = Command::new(py)
+            .arg(script)
+            .arg(shared_path("anchors/torch_aido.py"))
+            .arg(&dir)
+            .arg(dir.join("cases.safetensors"))
+            .arg("2")
+            .output();
+        match o {
+            Ok(o) => {
+                let out = String::from_utf8_lossy(&o.stdout).to_string();
+                log.line(&format!(
+                    "torch_aido on CUDA (bf16 autocast): {} {}",
+                    out.trim(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ));
+                out.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find_map(|v| v["s_per_cell"].as_f64())
+            }
+            Err(e) => {
+                log.line(&format!("torch_aido anchor: cannot run {py}: {e}"));
+                None
+            }
+        }
+    });
+    let fmt = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{x:.4}"));
+    let ratio = match (ours[1], torch) {
+        (Some(o), Some(t)) => format!("{:.2}×", o / t),
+        _ => "–".into(),
+    };
+    Ok(format!(
+        "| model | ours f32 s / cell | ours bf16 s / cell | torch_aido.py bf16 autocast s / cell (incl. warm-up) | ours bf16 / torch |\n|---|---|---|---|---|\n| 3M fixture, S = {s} | {} | {} | {} | {ratio} |\n",
+        fmt(ours[0]),
+        fmt(ours[1]),
+        fmt(torch)
+    ))
+}
+
 fn train_rows<A: AutodiffBackend + AttentionBackend>(a: &Args, log: &mut Log) -> Result<String> {
     let device: &A::Device = &Default::default();
     let name = a.shapes.last().context("no shape")?;
@@ -571,9 +646,14 @@ where
             f.map_or("–".to_string(), |f| format!("{:.2}×", t / f))
         )?;
     }
+    let model_table = if a.full_length {
+        model_anchor::<B>(a, device, log)?
+    } else {
+        "(left out: --fixtures tiny)\n".to_string()
+    };
     let train_table = train_rows::<Autodiff<B>>(a, log)?;
     let md = format!(
-        "## gpu_check: {} ({}), S = {}, {:.0} s\n\n### Parity with the CPU backend\n\n{parity_table}\n### Forward\n\n{forward_table}\n### Attention (f32) next to PyTorch SDPA\n\n{att_table}\n### One training step (forward, backward, AdamW)\n\n{train_table}",
+        "## gpu_check: {} ({}), S = {}, {:.0} s\n\n### Parity with the CPU backend\n\n{parity_table}\n### Forward\n\n{forward_table}\n### Attention (f32) next to PyTorch SDPA\n\n{att_table}\n### The whole model next to torch_aido.py\n\n{model_table}\n### One training step (forward, backward, AdamW)\n\n{train_table}",
         a.device,
         B::name(device),
         a.seq,
