@@ -281,6 +281,19 @@ fn perturb_fit_with_the_encoder_as_backbone_and_bad_inputs() {
         "control",
     ]);
     fails_with(&o, &["control"]);
+    // --precision is the backbone's: without one it would be silently ignored.
+    let o = run(&[
+        "perturb",
+        "fit",
+        "--input",
+        s(&x),
+        "--out",
+        s(&dir.path().join("n")),
+        "--no-backbone",
+        "--precision",
+        "bf16",
+    ]);
+    fails_with(&o, &["--precision", "--no-backbone"]);
     assert!(!dir.path().join("n").exists());
 }
 

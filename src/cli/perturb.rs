@@ -161,6 +161,11 @@ pub(crate) fn cmd_perturb(c: &PerturbCommand, verbose: bool) -> Result<Value> {
 /// Runs `aido perturb fit`; returns report.json.
 pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<Value> {
     a.device.ensure_compiled()?;
+    if a.precision.is_some() && a.model.is_none() {
+        bail!(
+            "--precision applies to the --model backbone; with --no-backbone the perturbation model trains in f32"
+        );
+    }
     match a.device {
         DeviceKind::Cpu => fit_on::<Autodiff<aido_model::Cpu>>(Default::default(), a, verbose),
         #[cfg(feature = "cuda")]
