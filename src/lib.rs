@@ -8,9 +8,14 @@
 //! - [`model`] (`aido-model`): the AIDO.Cell encoder, checkpoint loading and embeddings.
 //! - [`rda`] (`aido-rda`): the read-depth-aware pretraining examples and masked-value loss.
 //! - [`train`] (`aido-train`): the pretraining loop, checkpoints and resume, fine-tuning pieces.
+//! - [`eval`] (`aido-eval`): metrics, clustering, plots; [`tasks`] (`aido-tasks`): annotation,
+//!   perturbation, in-silico perturbation.
+//! - [`pipeline`] (`aido-pipeline`): every command as a library call — open a model by folder
+//!   or Hugging Face id, then embed, annotate, cluster, perturb cells in memory or in files.
 
 pub use aido_eval as eval;
 pub use aido_model as model;
+pub use aido_pipeline as pipeline;
 pub use aido_rda as rda;
 pub use aido_tasks as tasks;
 pub use aido_tokenize as tokenize;

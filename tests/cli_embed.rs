@@ -172,11 +172,17 @@ fn embed_errors_are_clear_and_leave_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let input = counts_csv("tiny_ln_nobias", dir.path());
     let out = dir.path().join("e.safetensors");
-    // No genes.tsv in the 3M fixture folder and no --genes.
+    // A checkpoint folder without genes.tsv, no --genes, and not a 19,266-position model (for
+    // those the built-in AIDO.Cell list applies: the released checkpoints carry none).
+    let no_genes = dir.path().join("no_genes");
+    std::fs::create_dir(&no_genes).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny_ln_nobias").join(f), no_genes.join(f)).unwrap();
+    }
     let o = run(
         &["embed", "--model"],
         &[
-            &fixture("aido_cell_3m_random"),
+            &no_genes,
             Path::new("--input"),
             &input,
             Path::new("--output"),
@@ -228,7 +234,7 @@ fn embed_errors_are_clear_and_leave_no_file() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|n| n != "counts.csv")
+        .filter(|n| n != "counts.csv" && n != "no_genes")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -99,3 +99,14 @@ fn blocks_from_their_configs_reproduce_the_authors_layers() {
         assert!(max_diff(a, &b.into_data().into_vec::<f32>().unwrap()) == 0.0);
     }
 }
+
+/// The value embedding's default bin count is the released models' (`bin_num` 100 in the
+/// authors' `config.json` of AIDO.Cell-3M/10M/100M, and `AidoCellConfig`'s default), so a block
+/// built from its own config matches a model built from the whole config.
+#[test]
+fn the_value_embedding_defaults_to_the_released_bin_count() {
+    let whole = aido_model::AidoCellConfig::new(8, 4, 2, 2, 16);
+    let block = GeneEmbeddingConfig::new(4);
+    assert_eq!(block.bin_num, 100);
+    assert_eq!(block.bin_num, whole.bin_num);
+}

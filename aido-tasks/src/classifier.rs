@@ -94,10 +94,7 @@ pub fn save_classifier<B: Backend>(
         detail: e.to_string(),
     })?;
     write_atomic(&partial.join("classifier.json"), &json)?;
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(io(dir))?;
-    }
-    fs::rename(&partial, dir).map_err(io(dir))
+    aido_tokenize::io_util::replace_dir(&partial, dir).map_err(io(dir))
 }
 
 /// A loaded classifier.

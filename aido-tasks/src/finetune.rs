@@ -525,10 +525,7 @@ where
             detail: e.to_string(),
         })?;
     write_atomic(&partial.join("epoch"), epoch.to_string().as_bytes())?;
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io(&dir))?;
-    }
-    fs::rename(&partial, &dir).map_err(io(&dir))
+    aido_tokenize::io_util::replace_dir(&partial, &dir).map_err(io(&dir))
 }
 
 /// Runs the loop on `model` (the encoder already prepared for `trainable` with

@@ -173,27 +173,7 @@ impl Condition {
     }
 }
 
-/// Which part of a split a condition belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum SplitPart {
-    /// Training conditions (and the control).
-    Train,
-    /// Validation conditions (model selection).
-    Val,
-    /// Test conditions (reported).
-    Test,
-}
-
-impl SplitPart {
-    /// `train`, `val` or `test`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Train => "train",
-            Self::Val => "val",
-            Self::Test => "test",
-        }
-    }
-}
+pub use crate::split::SplitPart;
 
 /// GEARS's evaluation groups (the paper's 1/1, 0/2, 1/2, 2/2 unseen are `unseen_single`,
 /// `combo_seen2`, `combo_seen1`, `combo_seen0`).

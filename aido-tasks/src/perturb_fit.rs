@@ -890,10 +890,7 @@ pub fn save_model<B: Backend>(dir: &Path, m: &PerturbModel<B>) -> Result<()> {
     let ip = partial.join("perturb_model.json");
     let json = serde_json::to_vec_pretty(&m.info).map_err(|e| ckpt_err(&ip, e))?;
     aido_train::checkpoint::write_atomic(&ip, &json)?;
-    if dir.exists() {
-        fs::remove_dir_all(dir).map_err(io(dir))?;
-    }
-    fs::rename(&partial, dir).map_err(io(dir))
+    aido_tokenize::io_util::replace_dir(&partial, dir).map_err(io(dir))
 }
 
 /// Loads a folder written by [`save_model`].

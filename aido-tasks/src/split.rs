@@ -23,6 +23,44 @@ fn part_size(n: usize, fraction: f64) -> usize {
     ((n as f64 * fraction).round() as usize).max(1)
 }
 
+/// Which part of a split a cell or condition belongs to. One vocabulary for every split
+/// column ([`FromStr`](std::str::FromStr)): `train`; `val`, `valid` or `validation`; `test`
+/// (case and surrounding spaces ignored).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SplitPart {
+    /// Training conditions (and the control).
+    Train,
+    /// Validation conditions (model selection).
+    Val,
+    /// Test conditions (reported).
+    Test,
+}
+
+impl SplitPart {
+    /// `train`, `val` or `test`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Val => "val",
+            Self::Test => "test",
+        }
+    }
+}
+
+impl std::str::FromStr for SplitPart {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "train" => Ok(Self::Train),
+            "val" | "valid" | "validation" => Ok(Self::Val),
+            "test" => Ok(Self::Test),
+            _ => Err(format!(
+                "'{s}' is not a split part: use train, val (or valid, validation) or test"
+            )),
+        }
+    }
+}
+
 /// A stratified split: within every class, the cells are shuffled with one generator seeded
 /// by `seed` (classes in code order), then `round(n_c · test_fraction)` (at least 1) go to
 /// test, `round(n_c · val_fraction)` (at least 1) to validation and the rest (at least 1) to
@@ -98,13 +136,13 @@ pub fn split_from_values(
         test: Vec::new(),
     };
     for (i, v) in values.iter().enumerate() {
-        match v.as_str() {
-            "train" => split.train.push(i),
-            "val" => split.val.push(i),
-            "test" => split.test.push(i),
-            o => {
+        match v.parse::<SplitPart>() {
+            Ok(SplitPart::Train) => split.train.push(i),
+            Ok(SplitPart::Val) => split.val.push(i),
+            Ok(SplitPart::Test) => split.test.push(i),
+            Err(_) => {
                 return Err(TaskError::Split(format!(
-                    "obs/{column} holds '{o}' for cell {i} ('{}'): the split column must hold train, val or test",
+                    "obs/{column} holds '{v}' for cell {i} ('{}'): the split column must hold train, val (or valid, validation) or test",
                     cell_name(i)
                 )));
             }

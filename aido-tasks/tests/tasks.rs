@@ -154,6 +154,29 @@ fn the_split_is_stratified_seeded_and_checked() {
             test: vec![2, 6]
         }
     );
+    // One vocabulary with `perturb fit --split COLUMN` (SplitPart's FromStr): the words GEARS
+    // and scanpy users write for the validation part are accepted here too.
+    let mut synonyms = vals.clone();
+    synonyms[1] = "valid".into();
+    synonyms[5] = "Validation".into();
+    let s2 = split_from_values(
+        &synonyms,
+        "split",
+        &|i| format!("cell{i}"),
+        &codes2,
+        &names(2),
+    )
+    .unwrap();
+    assert_eq!(s2, s);
+    for (word, part) in [
+        ("train", aido_tasks::perturb::SplitPart::Train),
+        ("val", aido_tasks::perturb::SplitPart::Val),
+        ("valid", aido_tasks::perturb::SplitPart::Val),
+        ("validation", aido_tasks::perturb::SplitPart::Val),
+        ("test", aido_tasks::perturb::SplitPart::Test),
+    ] {
+        assert_eq!(word.parse::<aido_tasks::perturb::SplitPart>(), Ok(part));
+    }
     let mut bad = vals.clone();
     bad[4] = "training".into();
     let e = split_from_values(&bad, "split", &|i| format!("cell{i}"), &codes2, &names(2))

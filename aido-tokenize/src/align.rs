@@ -35,6 +35,26 @@ impl Default for AlignOptions {
     }
 }
 
+impl AlignOptions {
+    /// These options as they apply to a model's gene list: for a panel (fewer than 10,000
+    /// genes, e.g. a model pretrained on a 512-gene panel) the overlap is judged against the
+    /// genes the model uses — at least half of the panel measured, no fraction of the data's
+    /// (often ~20k) genes required — as in pretraining; for a whole-transcriptome list they are
+    /// returned unchanged. The one rule every consumer of a checkpoint applies (inference,
+    /// training corpora, the CLI, the library).
+    pub fn for_vocab(self, vocab: &crate::GeneVocab) -> AlignOptions {
+        if vocab.len() < 10_000 {
+            AlignOptions {
+                min_fraction: 0.0,
+                min_genes: (vocab.len() / 2).max(1),
+                gene_id: self.gene_id,
+            }
+        } else {
+            self
+        }
+    }
+}
+
 /// The outcome of an alignment, as counts.
 ///
 /// Every data gene is counted once: `matched + duplicated + ambiguous + dropped ==

@@ -34,6 +34,9 @@ pub struct SparseCsr {
     pub indices: Vec<u32>,
     /// Values.
     pub data: Vec<f32>,
+    /// Store `data` as float64 (scanpy's `obsp/distances`) instead of float32 (its
+    /// `obsp/connectivities`).
+    pub data_f64: bool,
 }
 
 /// A value under `uns` (anndata encodings: string, numeric-scalar, array, dict).
@@ -53,6 +56,18 @@ pub enum UnsValue {
     StrArray(Vec<String>),
     /// A nested mapping.
     Dict(Vec<(String, UnsValue)>),
+}
+
+impl From<String> for UnsValue {
+    fn from(s: String) -> Self {
+        UnsValue::Str(s)
+    }
+}
+
+impl From<&str> for UnsValue {
+    fn from(s: &str) -> Self {
+        UnsValue::Str(s.to_string())
+    }
 }
 
 /// What to add to the input file.
@@ -145,7 +160,7 @@ fn fill_column(d: &mut DatasetBuilder, c: &ObsColumn) -> Result<()> {
     Ok(())
 }
 
-fn scalar_dataset(d: &mut DatasetBuilder, v: &UnsValue) {
+pub(crate) fn scalar_dataset(d: &mut DatasetBuilder, v: &UnsValue) {
     match v {
         UnsValue::Str(x) => {
             d.with_vlen_strings(&[x.as_str()]).with_shape(&[]);
@@ -378,7 +393,12 @@ pub fn write_input_plus(input: &Path, output: &Path, add: &H5adAdditions) -> Res
                 );
                 let nnz = m.data.len();
                 g.create_dataset("data", |d| {
-                    d.with_f32_data(&m.data);
+                    if m.data_f64 {
+                        let wide: Vec<f64> = m.data.iter().map(|&x| f64::from(x)).collect();
+                        d.with_f64_data(&wide);
+                    } else {
+                        d.with_f32_data(&m.data);
+                    }
                     if nnz > 0 {
                         d.with_chunks(&[chunk_1d(nnz.min(65_535))]).with_deflate(4);
                     }
@@ -390,11 +410,8 @@ pub fn write_input_plus(input: &Path, output: &Path, add: &H5adAdditions) -> Res
                         d.with_chunks(&[chunk_1d(nnz.min(65_535))]).with_deflate(4);
                     }
                 });
-                let ptr: Vec<i64> = m.indptr.iter().map(|&p| p as i64).collect();
                 g.create_dataset("indptr", |d| {
-                    d.with_i64_data(&ptr)
-                        .with_chunks(&[chunk_1d(ptr.len().min(65_535))])
-                        .with_deflate(4);
+                    crate::h5ad_out::write_indptr(d, &m.indptr);
                 });
             })
             .map_err(|e| fail(&p, e))?;

@@ -43,8 +43,9 @@ pub struct H5adWriter {
     pub layers: Vec<(String, XMatrix)>,
     /// Named `[n_obs, k]` matrices stored in `obsm`.
     pub obsm: Vec<(String, Array2<f32>)>,
-    /// Named string entries stored in `uns` (provenance).
-    pub uns: Vec<(String, String)>,
+    /// Entries stored in `uns` (the same model as [`H5adAdditions::uns`](crate::h5ad_edit::H5adAdditions):
+    /// strings, numbers, arrays and nested dicts in anndata's encodings).
+    pub uns: Vec<(String, crate::h5ad_edit::UnsValue)>,
 }
 
 pub(crate) fn s(v: &str) -> AttrValue {
@@ -139,12 +140,40 @@ fn csr_group(mut g: GroupBuilder, csr: &CsrChunk, n_cols: usize) -> hdf5_pure::F
     if nnz > 0 {
         d.with_chunks(&[c]).with_deflate(4);
     }
-    let ptr: Vec<i64> = csr.indptr.iter().map(|&p| p as i64).collect();
-    let d = g.create_dataset("indptr");
-    d.with_i64_data(&ptr)
-        .with_chunks(&[chunk_1d(ptr.len().min(65_535))])
-        .with_deflate(4);
+    write_indptr(g.create_dataset("indptr"), &csr.indptr);
     g.finish()
+}
+
+/// Writes a CSR `indptr` as scipy and scanpy do: int32 while the number of stored values fits
+/// (scipy's `get_index_dtype`), int64 beyond. scipy's `csgraph` routines and scanpy's
+/// `tl.paga`, `tl.diffmap`, `tl.umap`, `tl.leiden`, `tl.rank_genes_groups` refuse int64 index
+/// arrays on matrices they could have written as int32.
+pub(crate) fn write_indptr(d: &mut hdf5_pure::DatasetBuilder, indptr: &[usize]) {
+    let chunks = [chunk_1d(indptr.len().min(65_535))];
+    if indptr.last().is_none_or(|&n| n <= i32::MAX as usize) {
+        let ptr: Vec<i32> = indptr.iter().map(|&p| p as i32).collect();
+        d.with_i32_data(&ptr).with_chunks(&chunks).with_deflate(4);
+    } else {
+        let ptr: Vec<i64> = indptr.iter().map(|&p| p as i64).collect();
+        d.with_i64_data(&ptr).with_chunks(&chunks).with_deflate(4);
+    }
+}
+
+/// One `uns` entry under `g`: a dict as a group (recursively), anything else as a dataset in
+/// anndata's encoding (shared with `h5ad_edit`).
+fn uns_entry(g: &mut GroupBuilder, key: &str, v: &crate::h5ad_edit::UnsValue) {
+    match v {
+        crate::h5ad_edit::UnsValue::Dict(items) => {
+            let mut sub = g.create_group(key);
+            sub.set_attr("encoding-type", s("dict"));
+            sub.set_attr("encoding-version", s("0.1.0"));
+            for (k, v) in items {
+                uns_entry(&mut sub, k, v);
+            }
+            g.add_group(sub.finish());
+        }
+        other => crate::h5ad_edit::scalar_dataset(g.create_dataset(key), other),
+    }
 }
 
 fn dict(fb: &mut FileBuilder, name: &str) -> GroupBuilder {
@@ -378,9 +407,7 @@ impl H5adWriter {
         fb.add_group(obsm.finish());
         let mut uns = dict(&mut fb, "uns");
         for (k, v) in &self.uns {
-            let d = uns.create_dataset(k);
-            d.with_vlen_strings(&[v.as_str()]).with_shape(&[]);
-            tag(d, "string", "0.2.0");
+            uns_entry(&mut uns, k, v);
         }
         fb.add_group(uns.finish());
         let mut layers = dict(&mut fb, "layers");

@@ -39,7 +39,7 @@ pub mod h5;
 pub mod h5ad;
 pub mod h5ad_edit;
 pub mod h5ad_out;
-mod io_util;
+pub mod io_util;
 pub mod mtx;
 pub mod preprocess;
 pub mod safetensors_out;

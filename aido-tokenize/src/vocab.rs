@@ -62,6 +62,14 @@ impl GeneVocab {
     pub fn from_tsv(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| TokenizeError::io(path, e))?;
+        Self::from_tsv_text(&text, path)
+    }
+
+    /// Parses the text of a vocabulary TSV (the format [`GeneVocab::from_tsv`] reads);
+    /// `origin` names it in errors and in [`GeneVocab::source`] (e.g. a list compiled into a
+    /// crate).
+    pub fn from_tsv_text(text: &str, origin: impl AsRef<Path>) -> Result<Self> {
+        let path = origin.as_ref();
         let mut lines = text.lines().enumerate();
         let bad = |line: usize, detail: String| TokenizeError::Parse {
             path: path.to_path_buf(),

@@ -42,6 +42,7 @@ fn additions(n: usize, n_vars: usize) -> H5adAdditions {
                 indptr: ptr,
                 indices: (0..n - 1).map(|i| ((i + 1) % n) as u32).collect(),
                 data: vec![0.5; n - 1],
+                data_f64: false,
             },
         )],
         uns: vec![(

@@ -49,17 +49,10 @@ pub struct CellCorpus {
 }
 
 /// Alignment thresholds for a training gene list: the defaults for the whole vocabulary; for a
-/// shorter panel, at least half of the panel must be measured.
+/// shorter panel, at least half of the panel must be measured
+/// ([`AlignOptions::for_vocab`], the rule inference applies too).
 pub fn align_options(vocab: &GeneVocab) -> AlignOptions {
-    if vocab.len() >= 10_000 {
-        AlignOptions::default()
-    } else {
-        AlignOptions {
-            min_fraction: 0.0,
-            min_genes: (vocab.len() / 2).max(1),
-            ..AlignOptions::default()
-        }
-    }
+    AlignOptions::default().for_vocab(vocab)
 }
 
 /// How training corpora are read (by [`CellCorpus::load`] and by `aido pack`, which must agree

@@ -87,3 +87,53 @@ impl Simd for Avx512 {
         unsafe { _mm512_mask_blend_ps(mask, _mm512_set1_ps(fill), v) }
     }
 }
+
+/// bf16 pair products for the AVX512-BF16 path. These methods are only inlined into the
+/// `#[target_feature(enable = "avx512f,avx512bf16,fma")]` entry points of `super::bf16`,
+/// which are only called after runtime detection of AVX-512F, AVX512-BF16 and FMA.
+impl super::bf16::Bf16Simd for Avx512 {
+    type P = __m512bh;
+
+    #[inline(always)]
+    unsafe fn load_pairs(p: *const u16) -> __m512bh {
+        // SAFETY: caller guarantees 32 readable u16 at `p` (unaligned load); the bit cast
+        // between two 64-byte vector types is a no-op.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast())) }
+    }
+    #[inline(always)]
+    unsafe fn splat_pair(p: *const u16) -> __m512bh {
+        // SAFETY: caller guarantees 2 readable u16 at `p` (unaligned read); same-size cast.
+        unsafe {
+            let x = p.cast::<i32>().read_unaligned();
+            std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(x))
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot2(acc: __m512, a: __m512bh, b: __m512bh) -> __m512 {
+        // SAFETY: AVX512-BF16 available (module contract).
+        unsafe { _mm512_dpbf16_ps(acc, a, b) }
+    }
+    #[inline(always)]
+    unsafe fn store_pairs(p: *mut u16, lo: __m512, hi: __m512) {
+        // SAFETY: AVX-512F + AVX512-BF16 available (module contract); caller guarantees 32
+        // writable u16 at `p` (unaligned store); same-size casts.
+        unsafe {
+            let l = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(
+                _mm512_cvtneps_pbh(lo),
+            ));
+            let h = _mm512_cvtepu16_epi32(std::mem::transmute::<__m256bh, __m256i>(
+                _mm512_cvtneps_pbh(hi),
+            ));
+            _mm512_storeu_si512(p.cast(), _mm512_or_si512(l, _mm512_slli_epi32::<16>(h)));
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_bf16(p: *mut u16, x: __m512) {
+        // SAFETY: AVX512-BF16 available (module contract); caller guarantees 16 writable u16
+        // at `p` (unaligned store); same-size cast.
+        unsafe {
+            let h = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x));
+            _mm256_storeu_si256(p.cast(), h);
+        }
+    }
+}

@@ -24,12 +24,16 @@
 //! * Both drivers are generic over [`Simd`] and register-blocking constants and are
 //!   instantiated inside `#[target_feature]` wrappers (with `head_dim` 32 and 64 as
 //!   compile-time constants).
+//! * `bf16` holds the same two drivers for bf16 inputs, generic over `bf16::Bf16Simd`
+//!   (AVX512-BF16 `VDPBF16PS` pair products, or the portable reference in `portable`).
 #![allow(unsafe_code)]
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub(crate) mod bf16;
+mod portable;
 mod scalar;
 
 use crate::{AttnShape, KernelPath};

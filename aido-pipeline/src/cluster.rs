@@ -1,0 +1,803 @@
+//! Zero-shot clustering (PCA → kNN → Leiden → UMAP) of an embedding or of the expression
+//! baseline, with metrics against labels ([`cluster_embedding`], [`cluster_counts`],
+//! [`cluster_file`]), and the metrics of columns already there ([`evaluate`],
+//! [`evaluate_file`]). Results follow scanpy's names and encodings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use aido_eval::pipeline::{
+    ClusterConfig, ClusterInput, ClusterOutput, ClusterScores, ClusterTarget, ExpressionConfig,
+    cluster, embedding_scores, integration, score,
+};
+use aido_eval::plot::scatter_png;
+use aido_eval::{CsrMatrix, Labels};
+use aido_tokenize::h5ad::read_obs;
+use aido_tokenize::h5ad_edit::{H5adAdditions, SparseCsr, UnsValue, write_input_plus};
+use aido_tokenize::{CsrChunk, ObsColumn, ObsTable, ReadOptions, open_source, read_all};
+use ndarray::{Array2, ArrayView2};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::Event;
+use crate::error::{PipelineError, Result};
+use crate::matrix::CountsMatrix;
+use crate::obs::{check_finite, obs_labels, obsm_matrix, write_json};
+
+/// How to cluster (defaults = `aido cluster`'s, scanpy's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterOptions {
+    /// obs column with the true labels (ARI/NMI/AMI, silhouette, label ASW).
+    pub label_column: Option<String>,
+    /// obs column with batches (batch ASW, graph connectivity, iLISI; needs labels).
+    pub batch_column: Option<String>,
+    /// Search the Leiden resolution until there are N clusters (default with labels: their
+    /// number).
+    pub n_clusters: Option<usize>,
+    /// Leiden at this resolution (default without labels: 1.0).
+    pub resolution: Option<f64>,
+    /// Principal components (default 50).
+    pub n_pcs: usize,
+    /// Neighbours of the kNN graph, self included as scanpy counts (default 15).
+    pub n_neighbors: usize,
+    /// Seed of Leiden and UMAP (default 0).
+    pub seed: u64,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            label_column: None,
+            batch_column: None,
+            n_clusters: None,
+            resolution: None,
+            n_pcs: 50,
+            n_neighbors: 15,
+            seed: 0,
+        }
+    }
+}
+
+/// One resolution tried by the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResolutionTry {
+    /// The resolution.
+    pub resolution: f64,
+    /// Clusters it gave.
+    pub n_clusters: usize,
+}
+
+/// What clustering found (`aido cluster --report`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterReport {
+    /// Cells.
+    pub n_cells: usize,
+    /// Leiden clusters.
+    pub n_clusters: usize,
+    /// The resolution used.
+    pub resolution: f64,
+    /// Adjusted Rand index against the labels.
+    pub ari: Option<f64>,
+    /// Normalized mutual information (arithmetic).
+    pub nmi: Option<f64>,
+    /// Adjusted mutual information.
+    pub ami: Option<f64>,
+    /// Homogeneity.
+    pub homogeneity: Option<f64>,
+    /// Completeness.
+    pub completeness: Option<f64>,
+    /// Silhouette of the labels in the PCA space.
+    pub silhouette: Option<f64>,
+    /// Label ASW (scib).
+    pub label_asw: Option<f64>,
+    /// Batch ASW (scib).
+    pub batch_asw: Option<f64>,
+    /// Graph connectivity (scib).
+    pub graph_connectivity: Option<f64>,
+    /// iLISI (scib).
+    pub ilisi: Option<f64>,
+    /// Seconds taken.
+    pub seconds: f64,
+    /// The number of clusters searched for.
+    pub target_n_clusters: Option<usize>,
+    /// Whether the search hit it exactly.
+    pub exact_n_clusters: Option<bool>,
+    /// The resolutions tried.
+    pub resolution_search: Option<Vec<ResolutionTry>>,
+    /// Seconds per stage.
+    pub stage_seconds: BTreeMap<String, f64>,
+    /// The space the metrics were computed in.
+    pub metrics_space: String,
+    /// The settings of the run.
+    pub settings: Value,
+}
+
+/// The cells to cluster.
+#[derive(Debug, Clone)]
+pub enum Cells<'a> {
+    /// An embedding `[n, d]` (e.g. `obsm/X_aido_cell`), named by its key.
+    Embedding {
+        /// Its obsm key.
+        key: String,
+        /// The values.
+        x: ArrayView2<'a, f32>,
+    },
+    /// Raw counts for the expression baseline (normalize 1e4, log1p, seurat HVG, scale, PCA).
+    Counts {
+        /// What they are (`X`, `layers/counts`).
+        what: String,
+        /// The counts, cells as rows.
+        counts: CsrChunk,
+        /// Genes (columns).
+        n_genes: usize,
+    },
+}
+
+/// A clustering run's results.
+#[derive(Debug, Clone)]
+pub struct Clustered {
+    /// Everything computed (PCA, kNN, graphs, Leiden, UMAP, HVG).
+    pub output: ClusterOutput,
+    /// The metrics, with labels.
+    pub scores: Option<ClusterScores>,
+    /// The labels the metrics used.
+    pub labels: Option<(String, Labels)>,
+    /// The results under scanpy's names (`obs/aido_leiden`, `obsm/X_pca`, `obsm/X_umap`,
+    /// `obsp/connectivities` float32 and `obsp/distances` float64 with int32 indices,
+    /// `uns/neighbors`, `uns/pca`, `uns/aido_leiden`; with the expression baseline `var`
+    /// `highly_variable`, `means`, `dispersions`, `dispersions_norm` and `varm/PCs`).
+    pub additions: H5adAdditions,
+    /// The report.
+    pub report: ClusterReport,
+}
+
+fn opt_check(options: &ClusterOptions) -> Result<()> {
+    if options.n_clusters == Some(0) {
+        return Err(PipelineError::option("n_clusters", "must be at least 1"));
+    }
+    if options.n_clusters.is_some() && options.resolution.is_some() {
+        return Err(PipelineError::option(
+            "n_clusters",
+            "give a number of clusters or a resolution, not both",
+        ));
+    }
+    if let Some(r) = options.resolution
+        && !(r.is_finite() && r >= 0.0)
+    {
+        return Err(PipelineError::option(
+            "resolution",
+            format!("must be a finite number ≥ 0, got {r}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Clusters `cells` whose `obs` is `obs`; `n_vars` is the number of genes of the data (for the
+/// `var`/`varm` additions of the expression baseline); `input` names the data in errors.
+pub fn cluster_cells(
+    cells: Cells<'_>,
+    obs: &ObsTable,
+    n_vars: usize,
+    input: &str,
+    options: &ClusterOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Clustered> {
+    let t0 = Instant::now();
+    opt_check(options)?;
+    let labels = options
+        .label_column
+        .as_ref()
+        .map(|c| obs_labels(obs, &input, c).map(|l| (c.clone(), l)))
+        .transpose()?;
+    let batches = options
+        .batch_column
+        .as_ref()
+        .map(|c| obs_labels(obs, &input, c))
+        .transpose()?;
+    if batches.is_some() && labels.is_none() {
+        return Err(PipelineError::option(
+            "batch_column",
+            "needs a label column (batch ASW and graph connectivity are computed within labels)",
+        ));
+    }
+    let target = match (options.n_clusters, options.resolution, &labels) {
+        (Some(k), _, _) => ClusterTarget::NClusters(k),
+        (None, Some(r), _) => ClusterTarget::Resolution(r),
+        (None, None, Some((_, l))) => ClusterTarget::NClusters(l.n_distinct()),
+        (None, None, None) => ClusterTarget::Resolution(1.0),
+    };
+    let cfg = ClusterConfig {
+        n_pcs: options.n_pcs,
+        n_neighbors: options.n_neighbors,
+        seed: options.seed,
+        target,
+        ..ClusterConfig::default()
+    };
+    let (out, mode, source) = match cells {
+        Cells::Embedding { key, x } => {
+            check_finite(&x.to_owned(), &input, &key, obs)?;
+            let (n, d) = x.dim();
+            on_event(Event::Note(format!(
+                "clustering obsm/{key} [{n} × {d}] of {input}"
+            )));
+            let x = x.as_standard_layout();
+            let xs = x
+                .as_slice()
+                .ok_or_else(|| PipelineError::option("internal", "embedding layout"))?;
+            let o = cluster(ClusterInput::Embedding { x: xs, n, d }, &cfg)
+                .map_err(|e| PipelineError::input(input, format!("obsm/{key}: {e}")))?;
+            (o, "embedding", format!("obsm/{key}"))
+        }
+        Cells::Counts {
+            what,
+            counts,
+            n_genes,
+        } => {
+            on_event(Event::Note(format!(
+                "expression baseline on {what} [{} × {n_genes}] of {input}",
+                counts.n_cells()
+            )));
+            let o = cluster(
+                ClusterInput::Expression {
+                    counts,
+                    n_genes,
+                    config: ExpressionConfig::default(),
+                },
+                &cfg,
+            )
+            .map_err(|e| PipelineError::input(input, format!("{what}: {e}")))?;
+            (o, "expression", what)
+        }
+    };
+    let t_read_and_cluster = t0.elapsed().as_secs_f64();
+    let n = out.knn.n;
+    let k = out.pca.n_comps;
+    let t_score = Instant::now();
+    let scores = match &labels {
+        Some((col, l)) => Some(
+            score(
+                &out.pca.scores,
+                n,
+                k,
+                &Labels::from_codes(out.leiden.labels.clone()),
+                l,
+                batches.as_ref(),
+                Some(&out.knn),
+            )
+            .map_err(|e| PipelineError::input(input, format!("scoring against obs/{col}: {e}")))?,
+        ),
+        None => None,
+    };
+    let score_seconds = t_score.elapsed().as_secs_f64();
+    let additions = additions(&out, options.seed, &source, n_vars)?;
+    let exact = out.search.as_ref().map(|s| s.exact);
+    let s = &out.seconds;
+    let read_seconds = t_read_and_cluster
+        - (s.preprocess + s.pca + s.neighbors + s.connectivities + s.leiden + s.umap);
+    let stage_seconds = [
+        ("read", read_seconds),
+        ("preprocess", s.preprocess),
+        ("pca", s.pca),
+        ("neighbors", s.neighbors),
+        ("connectivities", s.connectivities),
+        ("leiden", s.leiden),
+        ("umap", s.umap),
+        ("metrics", score_seconds),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let report = ClusterReport {
+        n_cells: n,
+        n_clusters: out.leiden.n_clusters,
+        resolution: out.leiden.resolution,
+        ari: scores.as_ref().map(|s| s.agreement.ari),
+        nmi: scores.as_ref().map(|s| s.agreement.nmi),
+        ami: scores.as_ref().map(|s| s.agreement.ami),
+        homogeneity: scores.as_ref().map(|s| s.agreement.homogeneity),
+        completeness: scores.as_ref().map(|s| s.agreement.completeness),
+        silhouette: scores.as_ref().map(|s| s.silhouette),
+        label_asw: scores.as_ref().map(|s| s.label_asw),
+        batch_asw: scores.as_ref().and_then(|s| s.batch_asw),
+        graph_connectivity: scores.as_ref().and_then(|s| s.graph_connectivity),
+        ilisi: scores.as_ref().and_then(|s| s.ilisi),
+        seconds: t0.elapsed().as_secs_f64(),
+        target_n_clusters: match target {
+            ClusterTarget::NClusters(k) => Some(k),
+            ClusterTarget::Resolution(_) => None,
+        },
+        exact_n_clusters: exact,
+        resolution_search: out.search.as_ref().map(|s| {
+            s.tried
+                .iter()
+                .map(|&(resolution, n_clusters)| ResolutionTry {
+                    resolution,
+                    n_clusters,
+                })
+                .collect()
+        }),
+        stage_seconds,
+        metrics_space: format!("X_pca ({k} components)"),
+        settings: json!({
+            "input": input,
+            "mode": mode,
+            "source": source,
+            "label_column": options.label_column,
+            "batch_column": options.batch_column,
+            "n_pcs": options.n_pcs,
+            "n_pcs_used": k,
+            "n_neighbors": out.knn.k,
+            "seed": options.seed,
+            "n_hvg": out.hvg.as_ref().map(|h| h.selected().len()),
+            "target_sum": if mode == "expression" { json!(1e4) } else { Value::Null },
+            "hvg": if mode == "expression" { json!("seurat, scanpy defaults (min_mean 0.0125, max_mean 3, min_disp 0.5)") } else { Value::Null },
+            "standardize": "zero mean, unit variance (ddof 1), no clip",
+            "leiden": "RB configuration (modularity), n_iterations -1 (until no improvement), single-clustering 0.7.0",
+            "umap": {"min_dist": 0.5, "spread": 1.0, "n_epochs": if n <= 10_000 { 500 } else { 200 }, "init": "spectral"},
+            "aido_version": env!("CARGO_PKG_VERSION"),
+        }),
+    };
+    Ok(Clustered {
+        output: out,
+        scores,
+        labels,
+        additions,
+        report,
+    })
+}
+
+/// Clusters an embedding held in memory (rows = the cells of `obs`).
+pub fn cluster_embedding(
+    key: &str,
+    x: ArrayView2<'_, f32>,
+    obs: &ObsTable,
+    n_vars: usize,
+    options: &ClusterOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Clustered> {
+    cluster_cells(
+        Cells::Embedding {
+            key: key.to_string(),
+            x,
+        },
+        obs,
+        n_vars,
+        "<in-memory embedding>",
+        options,
+        on_event,
+    )
+}
+
+/// The expression baseline on a counts matrix held in memory.
+pub fn cluster_counts(
+    matrix: &CountsMatrix<'_>,
+    what: &str,
+    options: &ClusterOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Clustered> {
+    let mut src = matrix.source();
+    let counts = read_all(&mut src)?;
+    let n_genes = matrix.genes().len();
+    cluster_cells(
+        Cells::Counts {
+            what: what.to_string(),
+            counts,
+            n_genes,
+        },
+        matrix.obs(),
+        n_genes,
+        what,
+        options,
+        on_event,
+    )
+}
+
+/// An `obsp` matrix as scanpy's `pp.neighbors` writes it: int32 indices and indptr,
+/// float32 connectivities, float64 distances.
+fn sparse(m: &CsrMatrix, data_f64: bool) -> SparseCsr {
+    SparseCsr {
+        n_rows: m.n,
+        n_cols: m.n,
+        indptr: m.indptr.clone(),
+        indices: m.indices.clone(),
+        data: m.data.clone(),
+        data_f64,
+    }
+}
+
+fn f64s(v: &[f64]) -> UnsValue {
+    UnsValue::F64Array(v.to_vec())
+}
+
+/// The results of a clustering run, under scanpy's names.
+fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Result<H5adAdditions> {
+    let n = out.knn.n;
+    let k = out.pca.n_comps;
+    let shape = |_| PipelineError::option("internal", "result shape");
+    let mut add = H5adAdditions::default();
+    add.obs.push((
+        "aido_leiden".into(),
+        ObsColumn::Categorical {
+            codes: out.leiden.labels.iter().map(|&c| c as i32).collect(),
+            categories: (0..out.leiden.n_clusters).map(|c| c.to_string()).collect(),
+            ordered: false,
+        },
+    ));
+    add.obsm.push((
+        "X_pca".into(),
+        Array2::from_shape_vec((n, k), out.pca.scores.clone()).map_err(shape)?,
+    ));
+    if let Some(u) = &out.umap {
+        add.obsm.push((
+            "X_umap".into(),
+            Array2::from_shape_vec((n, 2), u.iter().flat_map(|p| [p[0], p[1]]).collect())
+                .map_err(shape)?,
+        ));
+    }
+    add.obsp
+        .push(("connectivities".into(), sparse(&out.connectivities, false)));
+    add.obsp
+        .push(("distances".into(), sparse(&out.distances, true)));
+    add.uns.push((
+        "neighbors".into(),
+        UnsValue::Dict(vec![
+            ("connectivities_key".into(), "connectivities".into()),
+            ("distances_key".into(), "distances".into()),
+            (
+                "params".into(),
+                UnsValue::Dict(vec![
+                    ("n_neighbors".into(), UnsValue::I64(out.knn.k as i64)),
+                    ("method".into(), "umap".into()),
+                    ("metric".into(), "euclidean".into()),
+                    ("random_state".into(), UnsValue::I64(seed as i64)),
+                    ("n_pcs".into(), UnsValue::I64(k as i64)),
+                    ("use_rep".into(), "X_pca".into()),
+                ]),
+            ),
+        ]),
+    ));
+    add.uns.push((
+        "pca".into(),
+        UnsValue::Dict(vec![
+            ("variance".into(), f64s(&out.pca.variance)),
+            ("variance_ratio".into(), f64s(&out.pca.variance_ratio)),
+            (
+                "params".into(),
+                UnsValue::Dict(vec![
+                    ("zero_center".into(), UnsValue::Bool(true)),
+                    (
+                        "use_highly_variable".into(),
+                        UnsValue::Bool(out.hvg.is_some()),
+                    ),
+                    ("source".into(), source.into()),
+                ]),
+            ),
+        ]),
+    ));
+    add.uns.push((
+        "aido_leiden".into(),
+        UnsValue::Dict(vec![(
+            "params".into(),
+            UnsValue::Dict(vec![
+                ("resolution".into(), UnsValue::F64(out.leiden.resolution)),
+                ("random_state".into(), UnsValue::I64(seed as i64)),
+                ("n_iterations".into(), UnsValue::I64(-1)),
+                ("objective".into(), "RBConfiguration (modularity)".into()),
+                ("source".into(), source.into()),
+            ]),
+        )]),
+    ));
+    if let Some(h) = &out.hvg {
+        if h.highly_variable.len() != n_vars {
+            return Err(PipelineError::option(
+                "internal",
+                format!(
+                    "HVG over {} genes, var has {n_vars}",
+                    h.highly_variable.len()
+                ),
+            ));
+        }
+        add.var.push((
+            "highly_variable".into(),
+            ObsColumn::Bool(h.highly_variable.clone()),
+        ));
+        add.var
+            .push(("means".into(), ObsColumn::Float(h.means.clone())));
+        add.var.push((
+            "dispersions".into(),
+            ObsColumn::Float(h.dispersions.clone()),
+        ));
+        add.var.push((
+            "dispersions_norm".into(),
+            ObsColumn::Float(h.dispersions_norm.clone()),
+        ));
+        // scanpy's varm/PCs: loadings over all genes, zero outside the HVGs
+        let sel = h.selected();
+        let mut pcs = Array2::<f32>::zeros((n_vars, k));
+        for (r, &g) in sel.iter().enumerate() {
+            for c in 0..k {
+                pcs[[g, c]] = out.pca.components[c * sel.len() + r];
+            }
+        }
+        add.varm.push(("PCs".into(), pcs));
+    }
+    Ok(add)
+}
+
+/// What [`cluster_file`] reads and writes besides the h5ad.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFiles {
+    /// Cluster this obsm matrix; `None`: the expression baseline on raw counts.
+    pub embedding: Option<String>,
+    /// With the expression baseline: the counts' layer and gene column.
+    pub read: ReadOptions,
+    /// Write the report (JSON) here.
+    pub report: Option<PathBuf>,
+    /// Draw the UMAP coloured by the labels (or the clusters) into this PNG.
+    pub umap_png: Option<PathBuf>,
+}
+
+fn ensure_h5ad(p: &Path, option: &'static str) -> Result<()> {
+    let ok = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("h5ad"));
+    if !ok {
+        return Err(PipelineError::option(
+            option,
+            format!("{}: an .h5ad file is needed", p.display()),
+        ));
+    }
+    Ok(())
+}
+
+/// Clusters an h5ad file's embedding (or its counts) and writes the whole input plus the
+/// results ([`Clustered::additions`]) to `output`, and the report / UMAP picture where asked.
+/// What `aido cluster` runs.
+pub fn cluster_file(
+    input: &Path,
+    output: &Path,
+    files: &ClusterFiles,
+    options: &ClusterOptions,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Clustered> {
+    let t0 = Instant::now();
+    ensure_h5ad(input, "input")?;
+    ensure_h5ad(output, "output")?;
+    if files.embedding.is_some() && (files.read.layer.is_some() || files.read.gene_column.is_some())
+    {
+        return Err(PipelineError::option(
+            "layer",
+            "the layer and gene column apply to the expression baseline only",
+        ));
+    }
+    opt_check(options)?;
+    let obs = read_obs(input)?;
+    let name = input.display().to_string();
+    let mut c = match &files.embedding {
+        Some(key) => {
+            let m = obsm_matrix(input, key, &obs)?;
+            let n_vars = open_source(input, &ReadOptions::default())?
+                .gene_names()
+                .len();
+            cluster_cells(
+                Cells::Embedding {
+                    key: key.clone(),
+                    x: m.view(),
+                },
+                &obs,
+                n_vars,
+                &name,
+                options,
+                on_event,
+            )?
+        }
+        None => {
+            let mut src = open_source(input, &files.read)?;
+            let g = src.gene_names().len();
+            let counts = read_all(src.as_mut())?;
+            drop(src);
+            let what = files
+                .read
+                .layer
+                .as_ref()
+                .map_or("X".to_string(), |l| format!("layers/{l}"));
+            cluster_cells(
+                Cells::Counts {
+                    what,
+                    counts,
+                    n_genes: g,
+                },
+                &obs,
+                g,
+                &name,
+                options,
+                on_event,
+            )?
+        }
+    };
+    // results into the user's file, then the picture and the report
+    let t_write = Instant::now();
+    write_input_plus(input, output, &c.additions)?;
+    if let Some(png) = &files.umap_png {
+        let coords = c
+            .output
+            .umap
+            .as_ref()
+            .ok_or_else(|| PipelineError::option("internal", "no UMAP"))?;
+        let (groups, by) = match &c.labels {
+            Some((col, l)) => (l.clone(), col.clone()),
+            None => {
+                let mut g = Labels::from_codes(c.output.leiden.labels.clone());
+                g.names = (0..c.output.leiden.n_clusters)
+                    .map(|k| format!("cluster {k}"))
+                    .collect();
+                (g, "aido_leiden".to_string())
+            }
+        };
+        let src = files
+            .embedding
+            .clone()
+            .unwrap_or_else(|| "expression".to_string());
+        let title = format!(
+            "UMAP of {src}, coloured by {by} ({} cells)",
+            c.report.n_cells
+        );
+        scatter_png(png, coords, &groups, &title, "UMAP")?;
+    }
+    c.report
+        .stage_seconds
+        .insert("write".into(), t_write.elapsed().as_secs_f64());
+    c.report.seconds = t0.elapsed().as_secs_f64();
+    if let Value::Object(m) = &mut c.report.settings {
+        m.insert("output".into(), json!(output.display().to_string()));
+        m.insert("embedding".into(), json!(files.embedding));
+        m.insert("layer".into(), json!(files.read.layer));
+    }
+    if let Some(r) = &files.report {
+        write_json(r, &c.report)?;
+    }
+    on_event(Event::Wrote {
+        path: output.to_path_buf(),
+        what: "obs/aido_leiden, obsm/X_pca, obsm/X_umap".into(),
+    });
+    Ok(c)
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone, Default)]
+pub struct EvaluateOptions {
+    /// obs column with the true labels.
+    pub label_column: String,
+    /// obs column with clusters: ari, nmi, ami, homogeneity, completeness.
+    pub cluster_column: Option<String>,
+    /// obs column with predicted labels: accuracy, macro_f1, per_class_f1, confusion.
+    pub prediction_column: Option<String>,
+    /// obsm matrix: silhouette, silhouette_cosine, label_asw.
+    pub embedding: Option<String>,
+    /// obs column with batches (with an embedding): batch_asw, graph_connectivity, ilisi.
+    pub batch_column: Option<String>,
+}
+
+/// The metrics of [`evaluate`]: metric name → value (numbers, or per-class maps and the
+/// confusion matrix), plus `n_cells`, `seconds` and `settings`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateReport {
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: BTreeMap<String, Value>,
+}
+
+/// The metrics of columns (and an embedding) already computed; `embedding` holds the matrix
+/// `options.embedding` names.
+pub fn evaluate(
+    obs: &ObsTable,
+    embedding: Option<ArrayView2<'_, f32>>,
+    input: &str,
+    options: &EvaluateOptions,
+) -> Result<EvaluateReport> {
+    if options.cluster_column.is_none()
+        && options.prediction_column.is_none()
+        && options.embedding.is_none()
+    {
+        return Err(PipelineError::option(
+            "cluster_column",
+            "nothing to evaluate: give a cluster column, a prediction column and/or an embedding",
+        ));
+    }
+    if options.batch_column.is_some() && options.embedding.is_none() {
+        return Err(PipelineError::option(
+            "batch_column",
+            "needs an embedding (the batch metrics are computed on an embedding)",
+        ));
+    }
+    let t0 = Instant::now();
+    let labels = obs_labels(obs, &input, &options.label_column)?;
+    let mut report = BTreeMap::new();
+    report.insert("n_cells".to_string(), json!(labels.len()));
+    if let Some(c) = &options.cluster_column {
+        let cl = obs_labels(obs, &input, c)?;
+        let s = aido_eval::metrics::cluster::agreement(&labels, &cl)?;
+        for (k, v) in [
+            ("ari", s.ari),
+            ("nmi", s.nmi),
+            ("ami", s.ami),
+            ("homogeneity", s.homogeneity),
+            ("completeness", s.completeness),
+        ] {
+            report.insert(k.to_string(), json!(v));
+        }
+    }
+    if let Some(c) = &options.prediction_column {
+        let p = obs_labels(obs, &input, c)?;
+        let truth: Vec<&str> = (0..labels.len()).map(|i| labels.name_of(i)).collect();
+        let pred: Vec<&str> = (0..p.len()).map(|i| p.name_of(i)).collect();
+        let r = aido_eval::metrics::classify::classification_report(&truth, &pred)?;
+        report.insert("accuracy".into(), json!(r.accuracy));
+        report.insert("macro_f1".into(), json!(r.macro_f1));
+        report.insert("per_class_f1".into(), json!(r.per_class_f1));
+        report.insert("confusion".into(), json!(r.confusion));
+    }
+    if let (Some(key), Some(m)) = (&options.embedding, embedding) {
+        check_finite(&m.to_owned(), &input, key, obs)?;
+        let (n, d) = m.dim();
+        let x = m.as_standard_layout();
+        let x = x
+            .as_slice()
+            .ok_or_else(|| PipelineError::option("internal", "embedding layout"))?;
+        let ctx = |e: aido_eval::EvalError| {
+            PipelineError::input(
+                input,
+                format!("obsm/{key} against obs/{}: {e}", options.label_column),
+            )
+        };
+        let s = embedding_scores(x, n, d, &labels).map_err(ctx)?;
+        report.insert("silhouette".into(), json!(s.silhouette));
+        report.insert("silhouette_cosine".into(), json!(s.silhouette_cosine));
+        report.insert("label_asw".into(), json!(s.label_asw));
+        if let Some(b) = &options.batch_column {
+            let batches = obs_labels(obs, &input, b)?;
+            let s = integration(x, n, d, &labels, &batches, None).map_err(ctx)?;
+            report.insert("batch_asw".into(), json!(s.batch_asw));
+            report.insert("graph_connectivity".into(), json!(s.graph_connectivity));
+            report.insert("ilisi".into(), json!(s.ilisi));
+        }
+    }
+    report.insert("seconds".into(), json!(t0.elapsed().as_secs_f64()));
+    report.insert(
+        "settings".into(),
+        json!({
+            "input": input,
+            "label_column": options.label_column,
+            "cluster_column": options.cluster_column,
+            "prediction_column": options.prediction_column,
+            "embedding": options.embedding,
+            "batch_column": options.batch_column,
+            "definitions": "scikit-learn 1.9 (ARI, NMI/AMI arithmetic, F1 over the union of labels), scib-metrics (ASW rescaled, graph connectivity 15-NN, iLISI 90-NN perplexity 30)",
+        }),
+    );
+    Ok(EvaluateReport { metrics: report })
+}
+
+/// [`evaluate`] on an h5ad file, writing the report (JSON). What `aido evaluate` runs.
+pub fn evaluate_file(
+    input: &Path,
+    report: &Path,
+    options: &EvaluateOptions,
+) -> Result<EvaluateReport> {
+    ensure_h5ad(input, "input")?;
+    let obs = read_obs(input)?;
+    let m = match &options.embedding {
+        Some(key) => Some(obsm_matrix(input, key, &obs)?),
+        None => None,
+    };
+    let r = evaluate(
+        &obs,
+        m.as_ref().map(|m| m.view()),
+        &input.display().to_string(),
+        options,
+    )?;
+    write_json(report, &r)?;
+    Ok(r)
+}
