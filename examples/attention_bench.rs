@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use aido::model::Cpu;
-use aido::model::attention::{AttentionBackend, attention};
+use aido::model::attention::attention;
 use aido::model::burn::backend::Autodiff;
 use aido::model::burn::tensor::backend::Backend;
 use aido::model::burn::tensor::module;
@@ -37,7 +37,7 @@ fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
     let _ = t.flatten::<1>(0, D - 1).slice_dim(0, 0..1).into_data();
 }
 
-fn forward_time<B: AttentionBackend>(shape: [usize; 4], reps: usize, ours: bool) -> f64 {
+fn forward_time<B: Backend>(shape: [usize; 4], reps: usize, ours: bool) -> f64 {
     let (q, k, v) = (rand4::<B>(shape), rand4::<B>(shape), rand4::<B>(shape));
     let mut times = Vec::new();
     for _ in 0..reps {

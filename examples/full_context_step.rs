@@ -18,7 +18,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use aido::model::attention::AttentionBackend;
 use aido::model::burn::backend::Autodiff;
 use aido::model::burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
 use aido::model::burn::optim::{AdamWConfig, GradientsParams, Optimizer};
@@ -78,7 +77,7 @@ fn load<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<(AidoCell<B>
     }
 }
 
-fn step<B: AutodiffBackend + AttentionBackend>(a: &Args) -> Result<serde_json::Value> {
+fn step<B: AutodiffBackend>(a: &Args) -> Result<serde_json::Value> {
     let device = B::Device::default();
     let (model, pretrained_head) = load::<B>(a, &device)?;
     // The first cell of the file: its aligned raw counts.

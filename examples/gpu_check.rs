@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use aido::model::attention::{AttentionBackend, attention};
+use aido::model::attention::attention;
 use aido::model::burn::backend::Autodiff;
 use aido::model::burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use aido::model::burn::tensor::backend::{AutodiffBackend, Backend};
@@ -214,7 +214,7 @@ impl MemProbe {
 }
 
 /// Pooled (present-mean) embeddings of `values [n, S]` through `dir`'s checkpoint on `B`.
-fn pooled<B: AttentionBackend>(
+fn pooled<B: Backend>(
     dir: &Path,
     values: &[f32],
     n: usize,
@@ -276,7 +276,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// Parity rows and whether every bound held.
-fn parity<B: AttentionBackend>(
+fn parity<B: Backend>(
     device: &B::Device,
     full_length: bool,
     log: &mut Log,
@@ -320,11 +320,7 @@ fn parity<B: AttentionBackend>(
     Ok((table, ok))
 }
 
-fn forward_rows<B: AttentionBackend>(
-    a: &Args,
-    device: &B::Device,
-    log: &mut Log,
-) -> Result<String> {
+fn forward_rows<B: Backend>(a: &Args, device: &B::Device, log: &mut Log) -> Result<String> {
     let mut table = format!(
         "| shape | precision | batch | s / batch (median of {}) | cells/s | TFLOP/s | of {} peak |\n|---|---|---|---|---|---|---|\n",
         a.iters, a.peak
@@ -374,7 +370,7 @@ fn forward_rows<B: AttentionBackend>(
 }
 
 /// `(heads, head_dim)` of each shape, and the attention op's seconds at `[batch, heads, S, hd]`.
-fn attention_rows<B: AttentionBackend>(
+fn attention_rows<B: Backend>(
     a: &Args,
     device: &B::Device,
     log: &mut Log,
@@ -458,11 +454,7 @@ fn sdpa_anchor(
 /// The full 3M fixture checkpoint at S = 19,266, one cell at a time: ours in f32 and bf16, and
 /// `../shared/anchors/torch_aido.py` on CUDA under bf16 autocast
 /// (`benches/python/torch_aido_cuda.py`) when `--python` is given.
-fn model_anchor<B: AttentionBackend>(
-    a: &Args,
-    device: &B::Device,
-    log: &mut Log,
-) -> Result<String> {
+fn model_anchor<B: Backend>(a: &Args, device: &B::Device, log: &mut Log) -> Result<String> {
     let (dir, values, _, _) = fixture("aido_cell_3m_random")?;
     let s = values.len();
     let mut ours = Vec::new();
@@ -527,7 +519,7 @@ fn model_anchor<B: AttentionBackend>(
     ))
 }
 
-fn train_rows<A: AutodiffBackend + AttentionBackend>(a: &Args, log: &mut Log) -> Result<String> {
+fn train_rows<A: AutodiffBackend>(a: &Args, log: &mut Log) -> Result<String> {
     let device: &A::Device = &Default::default();
     let name = a.shapes.last().context("no shape")?;
     let cfg = shape_config(name, a.seq)?;
@@ -601,10 +593,7 @@ fn train_rows<A: AutodiffBackend + AttentionBackend>(a: &Args, log: &mut Log) ->
     Ok(table)
 }
 
-fn run<B: AttentionBackend>(a: &Args, device: &B::Device, log: &mut Log) -> Result<bool>
-where
-    Autodiff<B>: AttentionBackend,
-{
+fn run<B: Backend>(a: &Args, device: &B::Device, log: &mut Log) -> Result<bool> {
     let t0 = Instant::now();
     log.line(&format!(
         "gpu_check on {} ({}), S = {}, shapes {:?}",

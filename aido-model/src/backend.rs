@@ -60,7 +60,7 @@ impl DeviceKind {
             _ => "wgpu",
         };
         Err(ModelError::Device(format!(
-            "this build has no {feature} backend: rebuild with `cargo build --release --features {feature}` (CPU is always available: --device cpu)"
+            "this build has no {feature} backend: rebuild with `cargo build --release --features {feature}` (CPU is always available: `device` cpu)"
         )))
     }
 }

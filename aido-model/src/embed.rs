@@ -5,7 +5,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use ndarray::{Array2, Array3};
 
-use crate::attention::AttentionBackend;
 use crate::model::AidoCellModel;
 use crate::{ModelError, Result};
 
@@ -144,7 +143,7 @@ pub struct Embedder<B: Backend> {
     gene_positions: Vec<usize>,
 }
 
-impl<B: AttentionBackend> Embedder<B> {
+impl<B: Backend> Embedder<B> {
     /// `present: [G + 2]` is the dataset's presence mask (see `aido_tokenize::Alignment`);
     /// its length must equal the model's sequence length.
     pub fn new(

@@ -13,7 +13,7 @@ use burn::tensor::activation::{gelu, leaky_relu, silu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor};
 
-use crate::attention::{AttentionBackend, attention};
+use crate::attention::attention;
 use crate::config::{AidoCellConfig, NormKind, Precision};
 use crate::error::{ModelError, Result};
 
@@ -161,7 +161,7 @@ pub struct Attention<B: Backend> {
     pub lora: Option<crate::lora::AttentionLora<B>>,
 }
 
-impl<B: AttentionBackend> Attention<B> {
+impl<B: Backend> Attention<B> {
     /// `[B, S, H] → [B, S, H]`, all in f32.
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         self.forward_in(h, Precision::F32)
@@ -319,7 +319,7 @@ pub struct Layer<B: Backend> {
     pub precision: Precision,
 }
 
-impl<B: AttentionBackend> Layer<B> {
+impl<B: Backend> Layer<B> {
     /// `[B, S, H] → [B, S, H]`, in `h`'s dtype (the sub-blocks in [`Layer::precision`]).
     pub fn forward(&self, h: Tensor<B, 3>) -> Tensor<B, 3> {
         let (dtype, low) = (h.dtype(), self.precision.dtype());
@@ -385,7 +385,7 @@ impl<B: Backend> AidoCellModel<B> {
         let device = self.position_embedding.weight.device();
         if !B::supports_dtype(&device, precision.dtype()) {
             return Err(ModelError::Device(format!(
-                "the {} backend cannot compute in {precision} on {device:?}; use --precision f32{}",
+                "the {} backend cannot compute in {precision} on {device:?}; use `precision` f32{}",
                 B::name(&device),
                 if precision == Precision::Bf16 {
                     " (bf16 runs on the CPU and CUDA backends)"
@@ -423,7 +423,7 @@ impl<B: Backend> AidoCellModel<B> {
     }
 }
 
-impl<B: AttentionBackend> AidoCellModel<B> {
+impl<B: Backend> AidoCellModel<B> {
     /// The residual stream entering block `start` (`0 ≤ start ≤ L`): the embedding output
     /// followed by blocks `0..start`. `values [B, S]` → `[B, S, H]`. With
     /// [`forward_suffix`](Self::forward_suffix) it splits [`forward`](Self::forward) in two

@@ -104,7 +104,7 @@ fn predict_source<B: Backend>(
     clf.model.bert.set_precision(options.precision)?;
     let input = source.path().to_path_buf();
     let n_cells = source.n_cells();
-    let mut tokenize = options.tokenize.clone();
+    let mut tokenize = options.tokenize;
     tokenize.align = tokenize.align.for_vocab(&clf.vocab);
     let mut tok = Tokenizer::new(source, &clf.vocab, tokenize)?;
     on_event(Event::Aligned(tok.report().clone()));
@@ -544,7 +544,7 @@ where
     };
     let cell_names: Vec<String> = (0..n_cells).map(|i| source.obs().cell_name(i)).collect();
     // tokenize every cell once
-    let mut tokenize = options.tokenize.clone();
+    let mut tokenize = options.tokenize;
     tokenize.align = tokenize.align.for_vocab(vocab);
     let mut tok = Tokenizer::new(source.as_mut(), vocab, tokenize)?;
     on_event(Event::Aligned(tok.report().clone()));

@@ -139,6 +139,9 @@ fn prepare<B: Backend>(
     })
 }
 
+/// Receives each batch's rows: cells `[b·H]`, gene embeddings `[b·K·H]`, input indices `[b]`.
+type Sink<'a> = dyn FnMut(&[f32], &[f32], &[usize]) -> Result<()> + 'a;
+
 /// Embeds cells `[start, end)` of `source` (all of them by default), handing each batch's rows
 /// to `sink(cells [b·H], genes [b·K·H], input indices)`.
 fn run<B: Backend>(
@@ -148,14 +151,14 @@ fn run<B: Backend>(
     options: &EmbedOptions,
     range: Option<(usize, usize)>,
     on_event: &mut dyn FnMut(Event),
-    sink: &mut dyn FnMut(&[f32], &[f32], &[usize]) -> Result<()>,
+    sink: &mut Sink<'_>,
 ) -> Result<EmbedReport> {
     let t0 = Instant::now();
     let vocab = &pretrained.vocab;
     let n_cells = source.n_cells();
     let (start, end) = range.unwrap_or((0, n_cells));
     let input = source.path().display().to_string();
-    let mut tokenize = options.tokenize.clone();
+    let mut tokenize = options.tokenize;
     tokenize.align = tokenize.align.for_vocab(vocab);
     let mut tok = Tokenizer::new(source, vocab, tokenize)?;
     if tok.skip_cells(start)? != start {

@@ -14,6 +14,7 @@
 
 pub mod annotate;
 pub mod cluster;
+pub mod demo;
 pub mod device;
 pub mod embed;
 pub mod error;

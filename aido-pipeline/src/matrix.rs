@@ -182,7 +182,7 @@ impl<'a> CountsMatrix<'a> {
     /// A dense row-major matrix `[n_cells, genes.len()]`; zeros are not stored in the windows.
     pub fn dense(genes: Vec<String>, values: Values<'a>, obs: Option<ObsTable>) -> Result<Self> {
         let g = genes.len().max(1);
-        if values.len() % g != 0 {
+        if !values.len().is_multiple_of(g) {
             return Err(PipelineError::option(
                 "matrix",
                 format!(

@@ -109,6 +109,35 @@ pub struct PerturbFitReport {
     pub settings: Value,
 }
 
+impl std::fmt::Display for PerturbFitReport {
+    /// The table of the test groups: per predictor, the MSE on the top-20 DE genes (and the
+    /// Pearson of the changes from control in parentheses).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = ["model", "no_change", "mean_delta", "additive"];
+        writeln!(
+            f,
+            "test conditions — MSE on the top-20 DE genes (Pearson of deltas):"
+        )?;
+        write!(f, "  {:<14} {:>4}", "group", "n")?;
+        for n in names {
+            write!(f, " {n:>20}")?;
+        }
+        writeln!(f)?;
+        for (grp, per) in &self.groups {
+            let n = per.get("model").map_or(0, |s| s.n_conditions);
+            write!(f, "  {grp:<14} {n:>4}")?;
+            for name in names {
+                match per.get(name) {
+                    Some(v) => write!(f, " {:>11.4} ({:>6.3})", v.mse_top20_de, v.pearson_delta)?,
+                    None => write!(f, " {:>20}", "–")?,
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
 /// One predicted condition.
 #[derive(Debug, Clone, Serialize)]
 pub struct PredictedCondition {

@@ -50,7 +50,7 @@ pub fn tokenize_file(
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
     let t0 = Instant::now();
-    let mut tok = Tokenizer::new(source.as_mut(), vocab, options.clone())?;
+    let mut tok = Tokenizer::new(source.as_mut(), vocab, *options)?;
     on_event(Event::Aligned(tok.report().clone()));
     let present = tok.alignment().present().to_vec();
     let mut meta = BTreeMap::new();

@@ -4,6 +4,8 @@
 //! layout and environment variables (docs/RESEARCH-python-hub.md in the project's notes), not
 //! from this code.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

@@ -10,7 +10,6 @@
 use std::fs;
 use std::path::Path;
 
-use aido_model::attention::AttentionBackend;
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{AidoCell, AidoCellConfig, Pooling, lora, save_checkpoint};
 use aido_tokenize::GeneVocab;
@@ -158,7 +157,7 @@ pub fn load_classifier<B: Backend>(dir: &Path, device: &B::Device) -> Result<Cla
     })
 }
 
-impl<B: AttentionBackend> Classifier<B> {
+impl<B: Backend> Classifier<B> {
     /// Checks that data with presence mask `present [S]` measures enough of the genes the
     /// classifier was trained on: at least half, or an error saying how many.
     pub fn check_genes(&self, present: &[u8], file: &Path) -> Result<()> {

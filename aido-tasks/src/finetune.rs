@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use aido_model::Pooling;
-use aido_model::attention::AttentionBackend;
 use aido_train::OptimConfig;
 use aido_train::checkpoint::{self, recorder, write_atomic};
 use aido_train::finetune::{BestTracker, Observation, Trainable};
@@ -83,19 +82,19 @@ impl FinetuneConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TaskError::Config(m));
         if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
+            return bad("`epochs` must be at least 1".into());
         }
         if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
+            return bad("`batch_size` must be at least 1".into());
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr {}: must be a positive number", self.lr));
+            return bad(format!("`lr` {}: must be a positive number", self.lr));
         }
         if !(0.0..1.0).contains(&self.dropout) {
-            return bad(format!("--dropout {}: must be in [0, 1)", self.dropout));
+            return bad(format!("`dropout` {}: must be in [0, 1)", self.dropout));
         }
         if self.head_hidden == 0 {
-            return bad("--head-hidden must be at least 1".into());
+            return bad("`head_hidden` must be at least 1".into());
         }
         self.trainable()?;
         self.pooling()?;
@@ -282,7 +281,7 @@ pub fn weighted_cross_entropy<B: Backend>(
 /// time: a cell's frozen output then does not depend on which cells share its batch (matrix
 /// products are not bit-stable across batch compositions), so the cache, the recomputation and
 /// any batch order give the same numbers.
-fn prefix_rows<B: AttentionBackend>(
+fn prefix_rows<B: Backend>(
     model: &CellTypeClassifier<B>,
     rows: &[usize],
     start: usize,
@@ -302,7 +301,7 @@ fn prefix_rows<B: AttentionBackend>(
 }
 
 /// The pooled whole-encoder output of `rows` `[n, H]`, one cell at a time (see [`prefix_rows`]).
-fn pooled_rows<B: AttentionBackend>(
+fn pooled_rows<B: Backend>(
     model: &CellTypeClassifier<B>,
     rows: &[usize],
     job: &FinetuneJob<'_>,
@@ -322,7 +321,7 @@ fn pooled_rows<B: AttentionBackend>(
     Ok(Tensor::cat(parts, 0))
 }
 
-fn logits<B: AttentionBackend>(
+fn logits<B: Backend>(
     model: &CellTypeClassifier<B>,
     rows: &[usize],
     job: &FinetuneJob<'_>,
@@ -369,8 +368,8 @@ fn train_logits<B>(
     device: &B::Device,
 ) -> Result<Tensor<B, 2>>
 where
-    B: AutodiffBackend + AttentionBackend,
-    B::InnerBackend: AttentionBackend,
+    B: AutodiffBackend,
+    B::InnerBackend: Backend,
 {
     if cache.kind != CacheKind::None {
         return logits(model, rows, job, cache, pooling, device);
@@ -389,7 +388,7 @@ where
 }
 
 /// Class predictions (argmax) of `rows`, batch by batch.
-fn predict_rows<B: AttentionBackend>(
+fn predict_rows<B: Backend>(
     model: &CellTypeClassifier<B>,
     rows: &[usize],
     job: &FinetuneJob<'_>,
@@ -428,7 +427,7 @@ pub fn argmax_rows(v: &[f32], c: usize) -> Vec<u32> {
         .collect()
 }
 
-fn build_cache<B: AttentionBackend>(
+fn build_cache<B: Backend>(
     model: &CellTypeClassifier<B>,
     kind: CacheKind,
     frozen: CacheKind,
@@ -538,8 +537,8 @@ pub fn finetune<B>(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<FinetuneOutcome<B::InnerBackend>>
 where
-    B: AutodiffBackend + AttentionBackend,
-    B::InnerBackend: AttentionBackend,
+    B: AutodiffBackend,
+    B::InnerBackend: Backend,
 {
     let cfg = job.config;
     cfg.validate()?;
@@ -569,7 +568,7 @@ where
     if job.resume {
         let dir = checkpoint::latest(job.out)?.ok_or_else(|| TaskError::Checkpoint {
             path: checkpoint::checkpoints_dir(job.out),
-            detail: "--resume: no checkpoint to resume from".into(),
+            detail: "`resume`: no checkpoint to resume from".into(),
         })?;
         let saved: RunState = checkpoint::read_state_as(&dir)?;
         // more (or fewer) epochs may be asked on resume; everything else must match
@@ -733,7 +732,7 @@ where
 /// Logits of `rows` with the cache of `kind` built from `model` (`frozen`: the part of the
 /// backbone that is frozen, recomputed when `kind` is [`CacheKind::None`]) — the functions the
 /// loop uses; public so tests can compare a cached forward with recomputation.
-pub fn logits_with_cache<B: AttentionBackend>(
+pub fn logits_with_cache<B: Backend>(
     model: &CellTypeClassifier<B>,
     kind: CacheKind,
     frozen: CacheKind,

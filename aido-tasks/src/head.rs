@@ -5,7 +5,6 @@
 //! paper's head, mean, present-mean) `[B, H]` → optional non-affine batch norm (scFoundation's
 //! head) → `Linear(H, hidden)` → ReLU → dropout → `Linear(hidden, C)` → logits `[B, C]`.
 
-use aido_model::attention::AttentionBackend;
 use aido_model::embed::pool;
 use aido_model::{AidoCellModel, Pooling};
 use burn::config::Config;
@@ -83,7 +82,7 @@ pub struct CellTypeClassifier<B: Backend> {
     pub head: CellTypeHead<B>,
 }
 
-impl<B: AttentionBackend> CellTypeClassifier<B> {
+impl<B: Backend> CellTypeClassifier<B> {
     /// Pools `last_hidden_state [B, S, H]` with the dataset's presence mask `present [S]` and
     /// applies the head: `[B, C]`.
     pub fn from_hidden(

@@ -10,8 +10,8 @@
 //! batch also carries the unperturbed cell), so no more than one batch of inputs is held.
 
 use aido_model::Embedder;
-use aido_model::attention::AttentionBackend;
 use aido_tokenize::PreprocessConfig;
+use burn::tensor::backend::Backend;
 use ndarray::Array2;
 
 use crate::{Result, TaskError};
@@ -35,17 +35,17 @@ impl InsilicoMode {
         }
         if let Some(f) = s.strip_prefix("overexpress:") {
             let fold: f32 = f.parse().map_err(|_| {
-                TaskError::Config(format!("--mode {s}: FOLD '{f}' is not a number"))
+                TaskError::Config(format!("`mode` {s}: FOLD '{f}' is not a number"))
             })?;
             if !(fold.is_finite() && fold > 0.0) {
                 return Err(TaskError::Config(format!(
-                    "--mode {s}: FOLD must be a finite number > 0"
+                    "`mode` {s}: FOLD must be a finite number > 0"
                 )));
             }
             return Ok(Self::Overexpress(fold));
         }
         Err(TaskError::Config(format!(
-            "--mode {s}: use knockout or overexpress:FOLD (e.g. overexpress:4)"
+            "`mode` {s}: use knockout or overexpress:FOLD (e.g. overexpress:4)"
         )))
     }
 
@@ -97,7 +97,7 @@ pub struct CellShifts {
 /// the gene positions to perturb. `None` for a cell with fewer than 2 expressed genes (a
 /// knockout could empty it; zero counts have no preprocessing). `on_batch` is told how many
 /// copies each batch embedded.
-pub fn cell_shifts<B: AttentionBackend>(
+pub fn cell_shifts<B: Backend>(
     embedder: &Embedder<B>,
     pre: &PreprocessConfig,
     counts: &mut [f32],

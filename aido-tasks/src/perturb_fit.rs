@@ -85,7 +85,7 @@ impl PerturbData {
         let col = obs.column(&opts.condition_column).ok_or_else(|| {
             let names: Vec<&str> = obs.columns.iter().map(|(n, _)| n.as_str()).collect();
             TaskError::Labels(format!(
-                "{file}: obs has no condition column '{}' (columns: {}); name it with --condition-column",
+                "{file}: obs has no condition column '{}' (columns: {}); name it with `condition_column`",
                 opts.condition_column,
                 if names.is_empty() {
                     "none".to_string()
@@ -143,7 +143,7 @@ impl PerturbData {
             .position(Condition::is_control)
             .ok_or_else(|| {
                 TaskError::Labels(format!(
-                    "{file}: no control cells: no cell has obs/{} = {:?} (set the control value with --control-value)",
+                    "{file}: no control cells: no cell has obs/{} = {:?} (set the control value with `control_value`)",
                     opts.condition_column, opts.control_value
                 ))
             })?;
@@ -154,7 +154,7 @@ impl PerturbData {
         let min = opts.min_cells.max(2);
         if let Some((k, n)) = n_cells.iter().enumerate().find(|(_, n)| **n < min) {
             return Err(TaskError::Labels(format!(
-                "{file}: condition {:?} has {n} cell(s); every condition needs at least {min} (the DE t-test and the means need them): remove it from the file or lower --min-cells",
+                "{file}: condition {:?} has {n} cell(s); every condition needs at least {min} (the DE t-test and the means need them): remove it from the file or lower `min_cells`",
                 conditions[k].name
             )));
         }
@@ -969,7 +969,7 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<PerturbM
 /// each of `cells` (control cells): the cell's raw counts aligned to the model's `vocab`,
 /// preprocessed as `aido embed` does, encoded in batches of `batch_size`. A gene of the data
 /// that the vocabulary lacks gets a zero embedding; their number is returned beside.
-pub fn backbone_features<B: aido_model::attention::AttentionBackend>(
+pub fn backbone_features<B: aido_model::burn::prelude::Backend>(
     model: aido_model::AidoCellModel<B>,
     device: B::Device,
     vocab: &aido_tokenize::GeneVocab,

@@ -107,7 +107,7 @@ pub fn simulate_perturbations(cfg: &PerturbSimConfig) -> Result<PerturbSim> {
     let in_programs = cfg.programs * cfg.genes_per_program;
     if cfg.programs < 2 || cfg.genes_per_program < 2 || in_programs > cfg.genes {
         return Err(TaskError::Config(format!(
-            "perturbation simulator: {} programs × {} genes need at least 2 × 2 and at most --genes {}",
+            "perturbation simulator: {} programs × {} genes need at least 2 × 2 and at most `genes` {}",
             cfg.programs, cfg.genes_per_program, cfg.genes
         )));
     }

@@ -78,7 +78,7 @@ pub fn stratified_split(
     let ok = |f: f64| f.is_finite() && f > 0.0 && f < 1.0;
     if !ok(val_fraction) || !ok(test_fraction) || val_fraction + test_fraction >= 1.0 {
         return Err(TaskError::Config(format!(
-            "--val-fraction {val_fraction} and --test-fraction {test_fraction}: each must be in (0, 1) and their sum below 1"
+            "`val_fraction` {val_fraction} and `test_fraction` {test_fraction}: each must be in (0, 1) and their sum below 1"
         )));
     }
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];

@@ -290,7 +290,7 @@ fn bad_screens_are_clear_errors() {
         &["ctrl", "ctrl", "ctrl", "G1+ctrl", "G1+ctrl", "G1+ctrl"],
         &r,
     );
-    assert!(e.contains("cell 4 ('c4')") && e.contains("--layer"), "{e}");
+    assert!(e.contains("cell 4 ('c4')") && e.contains("`layer`"), "{e}");
     let e = err(
         &["ctrl", "ctrl", "ctrl", "G1+G1", "G1+G1", "G1+G1"],
         &rows(6),

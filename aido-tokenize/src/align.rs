@@ -312,13 +312,13 @@ impl GeneAlignment {
             let sample: Vec<&str> = data_genes.iter().take(3).map(String::as_str).collect();
             let hint = if matches!(mode, GeneIdMode::Symbol | GeneIdMode::Exact) && mostly_ensembl {
                 format!(
-                    "; the names look like Ensembl ids ({}) but --gene-id {} was given: use --gene-id ensembl (or auto), or a symbol column with --gene-column (e.g. feature_name)",
+                    "; the names look like Ensembl ids ({}) but `gene_id` {} was given: use `gene_id` ensembl (or auto), or a symbol column with `gene_column` (e.g. feature_name)",
                     sample.join(", "),
                     mode
                 )
             } else if mode == GeneIdMode::Ensembl && !mostly_ensembl {
                 format!(
-                    "; --gene-id ensembl was given but the names do not look like Ensembl ids ({}): use --gene-id symbol (or auto), or an id column with --gene-column",
+                    "; `gene_id` ensembl was given but the names do not look like Ensembl ids ({}): use `gene_id` symbol (or auto), or an id column with `gene_column`",
                     sample.join(", ")
                 )
             } else {

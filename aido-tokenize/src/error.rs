@@ -99,7 +99,7 @@ pub enum TokenizeError {
     },
     /// A count is not an integer while strict mode is on (the data looks normalized).
     #[error(
-        "{path}: cell {cell} ('{cell_name}'), gene '{gene}': non-integer count {value}; the input looks normalized (log-normalized or scaled), but AIDO.Cell needs raw counts: use a raw-count layer with --layer NAME, or pass --allow-non-integer to go on anyway"
+        "{path}: cell {cell} ('{cell_name}'), gene '{gene}': non-integer count {value}; the input looks normalized (log-normalized or scaled), but AIDO.Cell needs raw counts: use a raw-count layer with `layer` NAME, or pass `allow_non_integer` to go on anyway"
     )]
     NonIntegerCount {
         /// The file.
@@ -115,7 +115,7 @@ pub enum TokenizeError {
     },
     /// Cells whose aligned total is zero (they would give NaN in the reference).
     #[error(
-        "{path}: {count} cell(s) have no counts in the aligned genes (total = 0), e.g. {examples}; pass --skip-empty to drop them"
+        "{path}: {count} cell(s) have no counts in the aligned genes (total = 0), e.g. {examples}; pass `skip_empty` to drop them"
     )]
     EmptyCells {
         /// The file.

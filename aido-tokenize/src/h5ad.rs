@@ -218,7 +218,7 @@ impl H5adSource {
                 if all.is_empty() {
                     String::new()
                 } else {
-                    format!("layers present: {} (use --layer)", all.join(", "))
+                    format!("layers present: {} (use `layer`)", all.join(", "))
                 }
             } else {
                 String::new()

@@ -281,7 +281,7 @@ impl MtxSource {
             Some("id") | Some("gene_ids") => 0,
             Some(other) => other.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).ok_or_else(|| {
                 TokenizeError::InvalidArgument(format!(
-                    "{}: --gene-column for a features file is 'name', 'id' or a 1-based column number, not '{other}'",
+                    "{}: `gene_column` for a features file is 'name', 'id' or a 1-based column number, not '{other}'",
                     features.display()
                 ))
             })?,

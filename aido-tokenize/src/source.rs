@@ -316,7 +316,7 @@ pub fn open_source(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Box<dyn
     let format = InputFormat::detect(path)?;
     if opts.layer.is_some() && format != InputFormat::H5ad {
         return Err(TokenizeError::InvalidArgument(format!(
-            "{}: --layer applies to h5ad input only",
+            "{}: `layer` applies to h5ad input only",
             path.display()
         )));
     }
@@ -327,7 +327,7 @@ pub fn open_source(path: impl AsRef<Path>, opts: &ReadOptions) -> Result<Box<dyn
         InputFormat::Delimited => {
             if opts.gene_column.is_some() {
                 return Err(TokenizeError::InvalidArgument(format!(
-                    "{}: --gene-column does not apply to CSV/TSV input (the header holds the genes)",
+                    "{}: `gene_column` does not apply to CSV/TSV input (the header holds the genes)",
                     path.display()
                 )));
             }

@@ -55,7 +55,7 @@ impl TenxH5Source {
             (false, other) => format!("{group}/{other}"),
         };
         if !h5.is_dataset(&genes_obj) {
-            return Err(h5.missing(&genes_obj, "use --gene-column name or id"));
+            return Err(h5.missing(&genes_obj, "use `gene_column` name or id"));
         }
         let genes = h5.read_strings(&genes_obj)?;
         let shape = h5.read_index_rows(&format!("{group}/shape"), 0, 2)?;

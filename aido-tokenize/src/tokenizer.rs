@@ -78,7 +78,7 @@ impl TokenizeStats {
     pub fn non_integer_warning(&self) -> Option<String> {
         let (cell, gene, value) = self.first_non_integer.as_ref()?;
         Some(format!(
-            "warning: {} non-integer counts in {} cells (first: cell {cell}, gene '{gene}' = {value}); the input looks normalized, but AIDO.Cell expects raw counts (accepted because of --allow-non-integer; a raw-count layer is read with --layer)",
+            "warning: {} non-integer counts in {} cells (first: cell {cell}, gene '{gene}' = {value}); the input looks normalized, but AIDO.Cell expects raw counts (accepted because of `allow_non_integer`; a raw-count layer is read with `layer`)",
             self.non_integer_values, self.non_integer_cells
         ))
     }

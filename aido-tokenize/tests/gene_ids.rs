@@ -143,7 +143,11 @@ fn forced_symbol_mode_on_ensembl_names_says_what_to_do() {
     let TokenizeError::TooLittleOverlap { hint, .. } = &err else {
         panic!("{err}")
     };
-    assert!(hint.contains("--gene-id ensembl"), "{err}");
+    // A library names its options (the CLI shows them as flags: --gene-id).
+    assert!(
+        hint.contains("`gene_id` ensembl") && !hint.contains("--"),
+        "{err}"
+    );
 }
 
 /// The Cell Ranger matrix names each feature both ways: the Ensembl route on `id` must place

@@ -3,6 +3,8 @@
 //! one is in place. Before it, the writers deleted the old folder and then renamed the new one
 //! in, so a failure (or an interruption) between the two left no folder at all.
 
+#![allow(clippy::unwrap_used)]
+
 use aido_tokenize::io_util::replace_dir;
 
 fn write(dir: &std::path::Path, name: &str, text: &str) {

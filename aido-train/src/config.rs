@@ -386,21 +386,21 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<()> {
         if self.nodes == 0 || self.rank >= self.nodes {
             return Err(TrainError::Config(format!(
-                "--node-rank {} must be in 0..{} (--nodes)",
+                "`node_rank` {} must be in 0..{} (`nodes`)",
                 self.rank, self.nodes
             )));
         }
-        host_port(&self.orchestrator, "--orchestrator")?;
+        host_port(&self.orchestrator, "`orchestrator`")?;
         self.bind_port()?;
         if self.timeout.is_zero() {
-            return Err(TrainError::Config("--node-timeout must be > 0".into()));
+            return Err(TrainError::Config("`node_timeout` must be > 0".into()));
         }
         Ok(())
     }
 
     /// The port of `bind`.
     pub fn bind_port(&self) -> Result<u16> {
-        host_port(&self.bind, "--bind")
+        host_port(&self.bind, "`bind`")
     }
 }
 

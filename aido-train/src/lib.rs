@@ -106,7 +106,7 @@ pub enum TrainError {
     /// A multi-node run lost a node, or its nodes disagree: the run stops.
     #[error(
         "multi-node run stopped: {detail}{}",
-        match last_checkpoint { Some(p) => format!(" — the last good checkpoint is {}; `--resume` on every node continues from it", p.display()), None => " — no checkpoint had been written yet".into() }
+        match last_checkpoint { Some(p) => format!(" — the last good checkpoint is {}; `resume` on every node continues from it", p.display()), None => " — no checkpoint had been written yet".into() }
     )]
     Node {
         /// What happened.

@@ -34,7 +34,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use aido_model::AidoCell;
-use aido_model::attention::AttentionBackend;
 use aido_model::burn::collective::{self, CollectiveConfig, PeerId};
 use aido_model::burn::optim::{GradientsAccumulator, Optimizer};
 use aido_model::burn::tensor::backend::AutodiffBackend;
@@ -84,7 +83,7 @@ fn with_deadline<T: Send + 'static>(
 
 impl<B> Node<B>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
 {
     /// This node's place in the run (checked; nothing is contacted until the first exchange).
     pub fn join(cfg: &NodeConfig, device: &B::Device) -> Result<Self> {
@@ -143,7 +142,7 @@ where
                 format!("weight {i} differs from the other nodes'")
             };
             return Err(node_err(format!(
-                "node {}: {what}: every node must start from the same weights (all fresh with the same seed and build, or all --resume from the same checkpoint)",
+                "node {}: {what}: every node must start from the same weights (all fresh with the same seed and build, or all `resume` from the same checkpoint)",
                 self.cfg.rank
             )));
         }

@@ -21,7 +21,6 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use aido_model::AidoCell;
-use aido_model::attention::AttentionBackend;
 use aido_model::burn::collective::{
     self, AllReduceStrategy, CollectiveConfig, CollectiveError, PeerId, ReduceOperation,
 };
@@ -210,7 +209,7 @@ fn peer_update<B, O>(
     device: &B::Device,
 ) -> (AidoCell<B>, O, Result<UpdateStats>)
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B>,
 {
     let id = PeerId::from(p);
@@ -265,7 +264,7 @@ where
 
 impl<B, O> Replicas<B, O>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     /// One replica of `model` and `optim` per device, each on its own thread, registered with
@@ -449,7 +448,7 @@ pub fn data_parallel_update<B, O>(
     devices: &[B::Device],
 ) -> Result<(AidoCell<B>, O, UpdateStats)>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     data_parallel_update_all(model, optim, micro, lr, clip_norm, devices)?
@@ -469,7 +468,7 @@ pub fn data_parallel_update_all<B, O>(
     devices: &[B::Device],
 ) -> Result<Vec<(AidoCell<B>, O, UpdateStats)>>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     let n = devices.len();

@@ -13,11 +13,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aido_model::attention::AttentionBackend;
 use aido_model::burn::module::{AutodiffModule, Module};
 use aido_model::burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use aido_model::burn::tensor::ElementConversion;
 use aido_model::burn::tensor::backend::AutodiffBackend;
+use aido_model::burn::tensor::backend::Backend;
 use aido_model::{AidoCell, AidoCellConfig, save_checkpoint};
 use aido_rda::{RdaBatch, masked_mse};
 use aido_tokenize::GeneVocab;
@@ -174,7 +174,7 @@ pub struct Summary {
 }
 
 /// Masked MSE sum and masked count of the fixed validation examples.
-pub fn validation_loss<B: AttentionBackend>(
+pub fn validation_loss<B: Backend>(
     model: &AidoCell<B>,
     corpus: &dyn CellLookup,
     samplers: &Samplers,
@@ -215,8 +215,8 @@ pub fn pretrain<B>(
     on: &mut dyn FnMut(Event<'_>),
 ) -> Result<Summary>
 where
-    B: AutodiffBackend + AttentionBackend,
-    B::InnerBackend: AttentionBackend,
+    B: AutodiffBackend,
+    B::InnerBackend: Backend,
 {
     let PretrainJob {
         config: cfg,
@@ -273,7 +273,7 @@ where
     } else {
         if let Some(d) = checkpoint::latest(&out)? {
             return Err(TrainError::Config(format!(
-                "{} already holds a run (latest checkpoint {}): pass --resume to continue it, or choose another output folder",
+                "{} already holds a run (latest checkpoint {}): pass `resume` to continue it, or choose another output folder",
                 out.display(),
                 d.display()
             )));
@@ -510,7 +510,7 @@ type MaybeNode<B> = std::marker::PhantomData<B>;
 /// Joins the multi-node run (when `nodes` is given) and checks that every node starts from the
 /// same weights.
 #[cfg(feature = "collective")]
-fn join_node<B: AutodiffBackend + AttentionBackend>(
+fn join_node<B: AutodiffBackend>(
     nodes: &Option<NodeConfig>,
     model: &AidoCell<B>,
     step: u64,
@@ -523,7 +523,7 @@ fn join_node<B: AutodiffBackend + AttentionBackend>(
 }
 
 #[cfg(not(feature = "collective"))]
-fn join_node<B: AutodiffBackend + AttentionBackend>(
+fn join_node<B: AutodiffBackend>(
     nodes: &Option<NodeConfig>,
     _model: &AidoCell<B>,
     _step: u64,
@@ -547,7 +547,7 @@ fn node_update<B, O>(
     clip_norm: f64,
 ) -> Result<Updated<B, O>>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B>,
 {
     node.update(model, optim, micro, lr, clip_norm)
@@ -563,7 +563,7 @@ fn node_update<B, O>(
     _clip_norm: f64,
 ) -> Result<Updated<B, O>>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B>,
 {
     Err(TrainError::Config(
@@ -573,7 +573,7 @@ where
 
 /// Forward, masked MSE normalized by `total_masked` (the masked positions of the whole update),
 /// backward: the micro-batch's loss contribution and gradients.
-pub(crate) fn micro_step<B: AutodiffBackend + AttentionBackend>(
+pub(crate) fn micro_step<B: AutodiffBackend>(
     model: &AidoCell<B>,
     b: &RdaBatch,
     total_masked: usize,
@@ -600,7 +600,7 @@ fn single_update<B, O>(
     device: &B::Device,
 ) -> Result<Updated<B, O>>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B>,
 {
     let total_masked: usize = micro.iter().map(|b| b.n_masked).sum();
@@ -636,7 +636,7 @@ fn make_replicas<B, O>(
     devices: &[B::Device],
 ) -> Result<Option<MaybeReplicas<B, O>>>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     if devices.len() < 2 {
@@ -652,7 +652,7 @@ fn make_replicas<B, O>(
     devices: &[B::Device],
 ) -> Result<Option<MaybeReplicas<B, O>>>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     if devices.len() < 2 {
@@ -671,7 +671,7 @@ fn replica_update<B, O>(
     clip_norm: f64,
 ) -> Result<(f64, f64)>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     let s = r.update(micro, lr, clip_norm)?;
@@ -693,7 +693,7 @@ fn replica_update<B, O>(
 #[cfg(feature = "collective")]
 fn snapshot<B, O>(r: &MaybeReplicas<B, O>) -> Result<(AidoCell<B>, O)>
 where
-    B: AutodiffBackend + AttentionBackend,
+    B: AutodiffBackend,
     O: Optimizer<AidoCell<B>, B> + 'static,
 {
     r.snapshot()

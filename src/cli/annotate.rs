@@ -3,20 +3,16 @@
 use std::path::PathBuf;
 
 use aido_model::Pooling;
-use aido_model::backend::DeviceKind;
 use aido_model::burn::backend::Autodiff;
 use aido_model::burn::prelude::Backend;
-use aido_pipeline::annotate::{
-    FinetuneOptions, FinetuneReport, PredictOptions, PredictReport, SplitChoice, finetune_file,
-    predict_file,
-};
+use aido_pipeline::annotate::{FinetuneOptions, FinetuneReport, SplitChoice, finetune_file};
 use aido_pipeline::{Event, ModelSource, OnDevice, OpenOptions, Pretrained, on_device};
 use aido_tasks::ClassWeights;
 use anyhow::Result;
 use clap::Args;
 use indicatif::ProgressBar;
 
-use super::{EventPrinter, InputArgs, pipeline_error};
+use super::{ComputeArgs, EventPrinter, InputArgs, pipeline_error};
 
 /// Flags of `aido finetune`.
 #[derive(Args, Clone)]
@@ -86,13 +82,8 @@ pub(crate) struct FinetuneArgs {
     /// same split.
     #[arg(long)]
     pub baselines: bool,
-    /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 master weights,
-    /// optimizer state, norms, softmax statistics and loss; cpu and cuda).
-    #[arg(long, default_value = "f32")]
-    pub precision: aido_model::Precision,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Continue the run in OUTDIR from its last epoch checkpoint (same flags and data).
     #[arg(long)]
     pub resume: bool,
@@ -103,30 +94,6 @@ pub(crate) struct FinetuneArgs {
     /// one is not built and every epoch recomputes the backbone.
     #[arg(long)]
     pub cache_limit_gb: Option<f64>,
-}
-
-/// Flags of `aido predict`.
-#[derive(Args, Clone)]
-pub(crate) struct PredictArgs {
-    /// Classifier folder written by `aido finetune` (OUTDIR/classifier).
-    #[arg(long)]
-    pub model: PathBuf,
-    #[command(flatten)]
-    pub input: InputArgs,
-    /// Output .h5ad: the whole input (h5ad) plus obs/aido_cell_type,
-    /// obs/aido_cell_type_confidence, obsm/aido_cell_type_proba, uns/aido_cell_type_classes.
-    #[arg(long)]
-    pub output: PathBuf,
-    /// Cells per forward pass.
-    #[arg(long, default_value_t = 16)]
-    pub batch_size: usize,
-    /// Compute device: cpu, cuda or wgpu.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 norms, softmax
-    /// statistics and outputs; cpu and cuda).
-    #[arg(long, default_value = "f32")]
-    pub precision: aido_model::Precision,
 }
 
 struct FinetuneRun<'a> {
@@ -206,7 +173,7 @@ impl OnDevice for FinetuneRun<'_> {
 
 /// Runs `aido finetune`.
 pub(crate) fn cmd_finetune(a: &FinetuneArgs, verbose: bool) -> Result<()> {
-    a.device.ensure_compiled()?;
+    a.compute.device.ensure_compiled()?;
     let options = FinetuneOptions {
         trainable: a.trainable.clone(),
         pooling: a.pooling,
@@ -227,7 +194,7 @@ pub(crate) fn cmd_finetune(a: &FinetuneArgs, verbose: bool) -> Result<()> {
         lr: a.lr,
         patience: a.patience,
         baselines: a.baselines,
-        precision: a.precision,
+        precision: a.compute.precision,
         resume: a.resume,
         cache: !a.no_cache,
         cache_limit: a.cache_limit_gb.map(|g| (g * 1024f64.powi(3)) as u64),
@@ -245,7 +212,7 @@ pub(crate) fn cmd_finetune(a: &FinetuneArgs, verbose: bool) -> Result<()> {
     .map_err(pipeline_error)?;
     drop(events);
     let report = on_device(
-        a.device,
+        a.compute.device,
         FinetuneRun {
             a,
             pretrained,
@@ -274,64 +241,4 @@ pub(crate) fn cmd_finetune(a: &FinetuneArgs, verbose: bool) -> Result<()> {
         }
     }
     Ok(())
-}
-
-struct PredictRun<'a> {
-    a: &'a PredictArgs,
-    options: PredictOptions,
-    verbose: bool,
-}
-
-impl OnDevice for PredictRun<'_> {
-    type Output = PredictReport;
-    fn run<B: Backend>(self, device: B::Device) -> aido_pipeline::Result<PredictReport> {
-        let a = self.a;
-        let mut events = EventPrinter::new(self.verbose, "predict");
-        predict_file::<B>(
-            &a.model,
-            &a.input.input,
-            &a.input.read_options(),
-            &a.output,
-            &self.options,
-            &device,
-            &mut |e| match e {
-                Event::Aligned(_) => {}
-                e => events.show(e),
-            },
-        )
-    }
-}
-
-/// Runs `aido predict`.
-pub(crate) fn cmd_predict(a: &PredictArgs, verbose: bool) -> Result<usize> {
-    a.device.ensure_compiled()?;
-    let options = PredictOptions {
-        batch_size: a.batch_size,
-        precision: a.precision,
-        tokenize: a.input.options()?,
-    };
-    let r = on_device(
-        a.device,
-        PredictRun {
-            a,
-            options,
-            verbose,
-        },
-    )
-    .map_err(pipeline_error)?;
-    if verbose {
-        let top: Vec<String> = r
-            .class_counts
-            .iter()
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect();
-        outln!(
-            "wrote {}: obs/aido_cell_type for {} cells ({}) in {:.1} s",
-            a.output.display(),
-            r.cells_predicted,
-            top.join(", "),
-            r.seconds
-        );
-    }
-    Ok(r.cells_predicted)
 }

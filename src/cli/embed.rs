@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use aido_model::backend::DeviceKind;
+use aido_model::Pooling;
 use aido_model::burn::prelude::Backend;
-use aido_model::{Pooling, Precision};
 use aido_pipeline::embed::{EmbedOptions, OutFormat, OutputKind, Shard, merge_shards};
 use aido_pipeline::{EmbedReport, ModelSource, OnDevice, Pretrained, on_device};
 use anyhow::{Result, bail};
 use clap::Args;
 
-use super::{EventPrinter, InputArgs, pipeline_error};
+use super::{ComputeArgs, EventPrinter, InputArgs, pipeline_error};
 
 /// Flags of `aido embed`.
 #[derive(Args, Clone)]
@@ -33,13 +32,8 @@ pub(crate) struct EmbedArgs {
     /// Cells per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 norms, softmax
-    /// statistics and outputs; cpu and cuda). Recorded in the output's metadata.
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Output: .h5ad (an h5ad input copied whole plus obsm/X_aido_cell; see
     /// --embeddings-only) or .safetensors (tensor `cell_embedding` [n_cells, H]).
     #[arg(long)]
@@ -101,11 +95,11 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
             a.output.display()
         );
     }
-    a.device.ensure_compiled()?;
+    a.compute.device.ensure_compiled()?;
     let options = EmbedOptions {
         pooling: a.pooling,
         batch_size: a.batch_size,
-        precision: a.precision,
+        precision: a.compute.precision,
         tokenize: a.input.options()?,
         gene_embeddings: a.gene_embeddings.clone(),
     };
@@ -114,7 +108,7 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
         .map_err(pipeline_error)?;
     drop(events);
     let r = on_device(
-        a.device,
+        a.compute.device,
         EmbedRun {
             a,
             pretrained,

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use aido_model::backend::DeviceKind;
 use aido_model::burn::prelude::Backend;
 use aido_pipeline::insilico::{InsilicoOptions, InsilicoOutput, Targets, insilico_file, ranking};
 use aido_pipeline::{Event, ModelSource, OnDevice, OpenOptions, Pretrained, on_device};
@@ -13,7 +12,7 @@ use anyhow::Result;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{EventPrinter, pipeline_error};
+use super::{ComputeArgs, EventPrinter, pipeline_error};
 
 /// Flags of `aido insilico`.
 #[derive(Args, Clone)]
@@ -62,13 +61,8 @@ pub(crate) struct InsilicoArgs {
     /// Perturbed copies per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// Compute device.
-    #[arg(long, default_value = "cpu")]
-    pub device: DeviceKind,
-    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 norms, softmax
-    /// statistics and outputs; cpu and cuda).
-    #[arg(long, default_value = "f32")]
-    pub precision: aido_model::Precision,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// No progress bar or summary on the terminal.
     #[arg(long)]
     pub quiet: bool,
@@ -121,7 +115,7 @@ impl OnDevice for Run<'_> {
 }
 
 pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
-    a.device.ensure_compiled()?;
+    a.compute.device.ensure_compiled()?;
     let options = InsilicoOptions {
         targets: if a.all_genes {
             Targets::AllMeasured
@@ -131,7 +125,7 @@ pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
         mode: InsilicoMode::parse(&a.mode)?,
         max_cells: a.max_cells,
         batch_size: a.batch_size,
-        precision: a.precision,
+        precision: a.compute.precision,
         align: AlignOptions {
             gene_id: a.gene_id,
             ..AlignOptions::default()
@@ -149,7 +143,7 @@ pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
     .map_err(pipeline_error)?;
     drop(events);
     let out = on_device(
-        a.device,
+        a.compute.device,
         Run {
             a,
             pretrained,

@@ -27,8 +27,13 @@ mod data;
 mod demo;
 mod embed;
 mod insilico;
+mod pack;
 mod perturb;
+mod predict;
 mod pretrain;
+mod render;
+
+pub(crate) use render::{EventPrinter, pipeline_error};
 
 use std::process::ExitCode;
 
@@ -38,7 +43,6 @@ use aido_tokenize::{
 };
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -65,11 +69,11 @@ enum Command {
     Merge(embed::MergeArgs),
     /// Align and validate raw-count files once into a packed corpus (compressed sparse shards
     /// plus an index) that `pretrain --corpus` streams.
-    Pack(pretrain::PackArgs),
+    Pack(pack::PackArgs),
     /// Read-depth-aware pretraining from raw counts (resumable; writes a checkpoint `embed` loads).
     Pretrain(pretrain::PretrainArgs),
     /// Experimental: the orchestrator a multi-node `pretrain --nodes N` registers with.
-    Orchestrator(pretrain::OrchestratorArgs),
+    Orchestrator(pack::OrchestratorArgs),
     /// Zero-shot clustering of an embedding (or the expression baseline): PCA → kNN → Leiden →
     /// UMAP, results added to the user's h5ad, metrics against labels.
     Cluster(analysis::ClusterArgs),
@@ -79,7 +83,7 @@ enum Command {
     /// (report, confusion matrix, a classifier folder for `predict`).
     Finetune(annotate::FinetuneArgs),
     /// Label new cells with a classifier from `finetune`; results added to the user's h5ad.
-    Predict(annotate::PredictArgs),
+    Predict(predict::PredictArgs),
     /// Perturbation response (GEARS): `perturb fit` on a screen, `perturb predict` for new
     /// combinations.
     #[command(subcommand)]
@@ -89,6 +93,19 @@ enum Command {
     Insilico(insilico::InsilicoArgs),
     /// Run the end-to-end default on embedded simulated data (no files needed).
     Demo(demo::DemoArgs),
+}
+
+/// The compute flags of the commands that run the encoder.
+#[derive(Args, Clone, Copy)]
+pub(crate) struct ComputeArgs {
+    /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
+    #[arg(long, default_value = "cpu")]
+    pub device: aido_model::DeviceKind,
+    /// Compute precision: f32, or bf16 (mixed: bf16 projections; f32 master weights,
+    /// optimizer state, norms, softmax statistics, loss and outputs; cpu and cuda). Recorded in
+    /// the outputs.
+    #[arg(long, default_value = "f32")]
+    pub precision: aido_model::Precision,
 }
 
 /// Input-reading flags shared by the commands that read single-cell files.
@@ -186,13 +203,13 @@ pub fn run() -> ExitCode {
         Command::Simulate(a) => data::cmd_simulate(&a),
         Command::Embed(a) => embed::cmd_embed(&a, true).map(|_| ()),
         Command::Merge(a) => embed::cmd_merge(&a),
-        Command::Pack(a) => pretrain::cmd_pack(&a),
+        Command::Pack(a) => pack::cmd_pack(&a),
         Command::Pretrain(a) => pretrain::cmd_pretrain(&a).map(|_| ()),
-        Command::Orchestrator(a) => pretrain::cmd_orchestrator(&a),
+        Command::Orchestrator(a) => pack::cmd_orchestrator(&a),
         Command::Cluster(a) => analysis::cmd_cluster(&a, true).map(|_| ()),
         Command::Evaluate(a) => analysis::cmd_evaluate(&a),
         Command::Finetune(a) => annotate::cmd_finetune(&a, true).map(|_| ()),
-        Command::Predict(a) => annotate::cmd_predict(&a, true).map(|_| ()),
+        Command::Predict(a) => predict::cmd_predict(&a, true).map(|_| ()),
         Command::Perturb(c) => perturb::cmd_perturb(&c, true).map(|_| ()),
         Command::Insilico(a) => insilico::cmd_insilico(&a).map(|_| ()),
         Command::Demo(a) => demo::cmd_demo(&a),
@@ -200,130 +217,11 @@ pub fn run() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", render::flags_named(&e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", render::flags_named(&cause.to_string()));
             }
             ExitCode::FAILURE
         }
     }
-}
-
-/// A pipeline error as the CLI shows it: options named by their flags, flag hints added.
-pub(crate) fn pipeline_error(e: aido_pipeline::PipelineError) -> anyhow::Error {
-    use aido_pipeline::PipelineError as P;
-    match e {
-        P::Option { option, detail } => {
-            anyhow::anyhow!("--{}: {}", option.replace('_', "-"), flags_named(&detail))
-        }
-        e @ P::NoGeneList { .. } => anyhow::anyhow!("{e} (--genes GENES.tsv)"),
-        e => e.into(),
-    }
-}
-
-/// A library text with its option names in backticks (`` `resume` ``) as flags (`--resume`).
-fn flags_named(text: &str) -> String {
-    let parts: Vec<&str> = text.split('`').collect();
-    let mut out = String::with_capacity(text.len());
-    for (i, p) in parts.iter().enumerate() {
-        let quoted = i % 2 == 1;
-        let closed = i + 1 < parts.len();
-        if quoted
-            && closed
-            && !p.is_empty()
-            && p.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-        {
-            out.push_str("--");
-            out.push_str(&p.replace('_', "-"));
-        } else if quoted {
-            out.push('`');
-            out.push_str(p);
-            if closed {
-                out.push('`');
-            }
-        } else {
-            out.push_str(p);
-        }
-    }
-    out
-}
-
-/// Renders a pipeline's events: the alignment report and the progress bar (with `verbose`),
-/// notes always (on stderr).
-pub(crate) struct EventPrinter {
-    verbose: bool,
-    stage: &'static str,
-    bar: Option<ProgressBar>,
-}
-
-impl EventPrinter {
-    pub(crate) fn new(verbose: bool, stage: &'static str) -> Self {
-        EventPrinter {
-            verbose,
-            stage,
-            bar: None,
-        }
-    }
-
-    pub(crate) fn show(&mut self, e: aido_pipeline::Event) {
-        use aido_pipeline::Event;
-        match e {
-            Event::Aligned(r) if self.verbose => eprintln!("{r}"),
-            Event::Info(line) if self.verbose => match &self.bar {
-                Some(b) => b.suspend(|| outln!("{line}")),
-                None => outln!("{line}"),
-            },
-            Event::Note(n) => match &self.bar {
-                Some(b) => b.suspend(|| eprintln!("{n}")),
-                None => eprintln!("{n}"),
-            },
-            Event::Progress { done, total, stage } if self.verbose => {
-                let bar = self
-                    .bar
-                    .get_or_insert_with(|| progress(total as u64, stage));
-                bar.set_position(done as u64);
-            }
-            Event::Download {
-                model,
-                file,
-                done,
-                total,
-            } if self.verbose => {
-                let stage = self.stage;
-                let bar = self.bar.get_or_insert_with(|| {
-                    let pb = ProgressBar::new(total);
-                    if let Ok(style) = ProgressStyle::with_template(
-                        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-                    ) {
-                        pb.set_style(style.progress_chars("=> "));
-                    }
-                    pb.set_message(format!("{stage} {model}: {file}"));
-                    pb
-                });
-                bar.set_length(total);
-                bar.set_message(format!("{stage} {model}: {file}"));
-                bar.set_position(done);
-            }
-            _ => {}
-        }
-    }
-}
-
-impl Drop for EventPrinter {
-    fn drop(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
-pub(crate) fn progress(n: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_message(what.to_string());
-    pb
 }

@@ -12,7 +12,6 @@ use aido_pipeline::{ModelSource, OnDevice, OpenOptions, Pretrained, on_device};
 use aido_tokenize::ReadOptions;
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use serde_json::Value;
 
 use super::{EventPrinter, pipeline_error};
 
@@ -141,10 +140,10 @@ pub(crate) struct PredictArgs {
     pub device: DeviceKind,
 }
 
-pub(crate) fn cmd_perturb(c: &PerturbCommand, verbose: bool) -> Result<Value> {
+pub(crate) fn cmd_perturb(c: &PerturbCommand, verbose: bool) -> Result<()> {
     match c {
         PerturbCommand::Fit(a) => cmd_fit(a, verbose),
-        PerturbCommand::Predict(a) => cmd_predict(a, verbose).map(|()| Value::Null),
+        PerturbCommand::Predict(a) => cmd_predict(a, verbose),
     }
 }
 
@@ -176,7 +175,7 @@ impl OnDevice for Fit<'_> {
 }
 
 /// Runs `aido perturb fit`; returns report.json.
-pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<Value> {
+pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
     a.device.ensure_compiled()?;
     if a.precision.is_some() && a.model.is_none() {
         bail!(
@@ -236,44 +235,15 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<Value> {
         },
     )
     .map_err(pipeline_error)?;
-    let report = serde_json::to_value(&report)?;
     if verbose {
-        print_report(&report);
+        out!("{report}");
         outln!(
             "wrote {0}/predictions.json, {0}/report.json, {0}/model/ in {1:.1} s",
             a.out.display(),
             t0.elapsed().as_secs_f64()
         );
     }
-    Ok(report)
-}
-
-/// The table of report.json's groups.
-pub(crate) fn print_report(report: &Value) {
-    outln!("test conditions — MSE on the top-20 DE genes (Pearson of deltas):");
-    let names = ["model", "no_change", "mean_delta", "additive"];
-    out!("  {:<14} {:>4}", "group", "n");
-    for n in names {
-        out!(" {n:>20}");
-    }
-    outln!();
-    if let Some(groups) = report["groups"].as_object() {
-        for (grp, per) in groups {
-            let n = per["model"]["n_conditions"].as_u64().unwrap_or(0);
-            out!("  {grp:<14} {n:>4}");
-            for name in names {
-                match per.get(name) {
-                    Some(v) => out!(
-                        " {:>11.4} ({:>6.3})",
-                        v["mse_top20_de"].as_f64().unwrap_or(f64::NAN),
-                        v["pearson_delta"].as_f64().unwrap_or(f64::NAN)
-                    ),
-                    None => out!(" {:>20}", "–"),
-                }
-            }
-            outln!();
-        }
-    }
+    Ok(())
 }
 
 struct Predict<'a>(&'a PredictArgs);

@@ -1,20 +1,19 @@
-//! `aido pretrain`: read-depth-aware pretraining from raw counts.
+//! `aido pretrain`: flags → [`aido_pipeline::pretrain`] (configuration, corpus, device) and
+//! [`aido_train::pretrain`] (the loop); progress rendering.
 
 use std::path::PathBuf;
 
-use aido_model::attention::AttentionBackend;
 use aido_model::backend::DeviceKind;
-use aido_model::burn::backend::Autodiff;
-use aido_model::burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-use aido_model::burn::tensor::backend::AutodiffBackend;
-use aido_tokenize::ReadOptions;
-use aido_train::{
-    CellCorpus, Event, PackOptions, PackedCorpus, Preset, PretrainJob, Summary, TrainConfig,
-    TrainCorpus, pack, pretrain,
+use aido_pipeline::pretrain::{
+    CorpusSource, TrainSettings, open_corpus, pretrain_on, resolve_config,
 };
-use anyhow::{Context, Result, bail};
+use aido_tokenize::ReadOptions;
+use aido_train::{Event, Preset, PretrainJob, Summary};
+use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::pipeline_error;
 
 /// Flags of `aido pretrain`. Values given here override `--config`, which overrides the
 /// defaults of `aido_train::TrainConfig`.
@@ -140,215 +139,61 @@ impl PretrainArgs {
         })
     }
 
-    /// Defaults (with `--resume`: the saved run's configuration), then the TOML file, then the
-    /// flags. So `--resume` alone continues a run; a flag that contradicts the saved run is
-    /// refused by the training loop.
-    pub fn config(&self) -> Result<TrainConfig> {
-        let saved = self.out.join("train_config.json");
-        let mut c = match &self.config {
-            Some(p) => TrainConfig::from_toml(p)?,
-            None if self.resume && saved.exists() => {
-                let text = std::fs::read_to_string(&saved)
-                    .with_context(|| format!("reading {}", saved.display()))?;
-                serde_json::from_str(&text)
-                    .with_context(|| format!("{}: not a training configuration", saved.display()))?
-            }
-            None => TrainConfig::default(),
-        };
-        if let Some(p) = self.preset {
-            c.model.preset = p;
-            c.model.hidden = None;
-            c.model.layers = None;
-            c.model.heads = None;
-            c.model.intermediate = None;
+    /// The flags that override the configuration (defaults, or with `--resume` the saved
+    /// run's, then `--config`).
+    fn settings(&self) -> TrainSettings {
+        TrainSettings {
+            preset: self.preset,
+            hidden: self.hidden,
+            layers: self.layers,
+            heads: self.heads,
+            intermediate: self.intermediate,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            lr: self.lr,
+            seed: self.seed,
+            val_every: self.val_every,
+            checkpoint_every: self.checkpoint_every,
+            data_parallel: self.data_parallel,
+            shuffle_buffer: self.shuffle_buffer,
+            precision: self.precision,
         }
-        macro_rules! set {
-            ($flag:ident => $($field:tt)+) => {
-                if let Some(v) = self.$flag {
-                    c.$($field)+ = v;
-                }
-            };
-        }
-        if self.hidden.is_some() {
-            c.model.hidden = self.hidden;
-        }
-        if self.layers.is_some() {
-            c.model.layers = self.layers;
-        }
-        if self.heads.is_some() {
-            c.model.heads = self.heads;
-        }
-        if self.intermediate.is_some() {
-            c.model.intermediate = self.intermediate;
-        }
-        set!(steps => steps);
-        set!(batch_size => batch_size);
-        set!(grad_accum => grad_accum);
-        set!(lr => optim.lr);
-        set!(seed => seed);
-        set!(val_every => val_every);
-        set!(checkpoint_every => checkpoint_every);
-        set!(data_parallel => data_parallel);
-        set!(shuffle_buffer => shuffle_buffer);
-        set!(precision => precision);
-        c.validate()?;
-        Ok(c)
+    }
+
+    fn corpus(&self) -> Result<CorpusSource> {
+        Ok(match &self.corpus {
+            Some(dir) => CorpusSource::Packed {
+                dir: dir.clone(),
+                genes: self.genes.clone(),
+            },
+            None => CorpusSource::Files {
+                paths: self.data.clone(),
+                genes: self
+                    .genes
+                    .clone()
+                    .context("--genes is required with --data")?,
+                read: ReadOptions {
+                    gene_column: self.gene_column.clone(),
+                    layer: self.layer.clone(),
+                },
+                gene_id: self.gene_id,
+            },
+        })
     }
 }
 
 /// Runs `aido pretrain`.
 pub(crate) fn cmd_pretrain(a: &PretrainArgs) -> Result<Summary> {
     a.device.ensure_compiled()?;
-    let cfg = a.config()?;
-    let n = cfg.data_parallel;
-    match a.device {
-        DeviceKind::Cpu if cfg.activation_checkpointing => run::<
-            Autodiff<aido_model::Cpu, BalancedCheckpointing>,
-        >(
-            a, cfg, vec![Default::default(); n]
-        ),
-        DeviceKind::Cpu => run::<Autodiff<aido_model::Cpu>>(a, cfg, vec![Default::default(); n]),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => {
-            let devices = (0..n)
-                .map(aido_model::burn::backend::cuda::CudaDevice::new)
-                .collect();
-            run::<Autodiff<aido_model::backend::Cuda>>(a, cfg, devices)
-        }
-        #[cfg(feature = "wgpu")]
-        DeviceKind::Wgpu => {
-            if n > 1 {
-                bail!("--data-parallel with wgpu is not supported here: use cuda or cpu");
-            }
-            run::<Autodiff<aido_model::backend::Wgpu>>(a, cfg, vec![Default::default()])
-        }
-        #[allow(unreachable_patterns)]
-        other => bail!("device {other:?} is not compiled in"),
-    }
-}
-
-/// The run's gene list and cells: `--data` read into memory, or `--corpus` opened for
-/// streaming (its panel is the gene list; `--genes`, when given, must name the same genes).
-fn load_corpus(a: &PretrainArgs) -> Result<(aido_tokenize::GeneVocab, TrainCorpus)> {
-    if let Some(dir) = &a.corpus {
-        let c = PackedCorpus::open(dir)?;
-        if let Some(g) = &a.genes {
-            let given = aido_tokenize::GeneVocab::from_tsv(g)?;
-            if given.names() != c.genes().names() {
-                bail!(
-                    "--genes {} ({} genes) is not the panel of corpus {} ({} genes, its genes.tsv): leave --genes out or pack the data for this gene list",
-                    g.display(),
-                    given.len(),
-                    dir.display(),
-                    c.n_genes()
-                );
-            }
-        }
-        let ix = c.index();
-        eprintln!(
-            "{}: packed corpus of {} cells, {} non-zeros in {} shards, {} genes",
-            dir.display(),
-            ix.n_cells,
-            ix.nnz,
-            ix.shards.len(),
-            c.n_genes()
-        );
-        return Ok((c.genes().clone(), c.into()));
-    }
-    let Some(genes_path) = &a.genes else {
-        bail!("--genes is required with --data");
-    };
-    let genes = aido_tokenize::GeneVocab::from_tsv(genes_path)?;
-    let read = ReadOptions {
-        gene_column: a.gene_column.clone(),
-        layer: a.layer.clone(),
-    };
-    let corpus = CellCorpus::load(&a.data, &genes, &read, a.gene_id)?;
-    for s in corpus.sets() {
-        if let Some(r) = &s.report {
-            eprintln!("{}: {} cells; {r}", s.path.display(), s.cells.len());
-        }
-        if s.skipped_empty > 0 {
-            eprintln!(
-                "{}: {} cells without counts in the gene list were left out",
-                s.path.display(),
-                s.skipped_empty
-            );
-        }
-    }
-    Ok((genes, corpus.into()))
-}
-
-/// Flags of `aido pack`.
-#[derive(Args, Clone)]
-pub(crate) struct PackArgs {
-    /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv); repeat for several.
-    #[arg(long = "data", required = true)]
-    pub data: Vec<PathBuf>,
-    /// The gene list to align to (TSV, `gene_name` column): the panel of the models trained on
-    /// the corpus.
-    #[arg(long)]
-    pub genes: PathBuf,
-    /// The corpus folder to write (must not exist).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Cells per shard.
-    #[arg(long, default_value_t = 10_000)]
-    pub cells_per_shard: usize,
-    /// Read `layers/NAME` of every h5ad input instead of X (e.g. `counts`).
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
-    #[arg(long)]
-    pub gene_column: Option<String>,
-    /// How the gene names are read: `symbol`, `ensembl`, `auto` or `exact`.
-    #[arg(long, default_value = "auto")]
-    pub gene_id: aido_tokenize::GeneIdMode,
-}
-
-/// Runs `aido pack`.
-pub(crate) fn cmd_pack(a: &PackArgs) -> Result<()> {
-    let genes = aido_tokenize::GeneVocab::from_tsv(&a.genes)?;
-    let opts = PackOptions {
-        cells_per_shard: a.cells_per_shard,
-        read: ReadOptions {
-            gene_column: a.gene_column.clone(),
-            layer: a.layer.clone(),
-        },
-        gene_id: a.gene_id,
-    };
-    let t0 = std::time::Instant::now();
-    let ix = pack(&a.data, &genes, &opts, &a.out, &mut |f| {
-        eprintln!("{}: {} cells; {}", f.path.display(), f.cells, f.alignment);
-        if f.skipped_empty > 0 {
-            eprintln!(
-                "{}: {} cells without counts in the gene list were left out",
-                f.path.display(),
-                f.skipped_empty
-            );
+    let cfg = resolve_config(&a.out, a.config.as_deref(), a.resume, &a.settings())
+        .map_err(pipeline_error)?;
+    let (genes, corpus) = open_corpus(&a.corpus()?, &mut |e| {
+        if let aido_pipeline::Event::Note(n) = e {
+            eprintln!("{n}");
         }
     })
-    .with_context(|| format!("packing into {}", a.out.display()))?;
-    let secs = t0.elapsed().as_secs_f64();
-    outln!(
-        "packed {} cells ({} non-zeros, {} genes) into {} shards in {}: {:.0} cells/s (aido pretrain --corpus {})",
-        ix.n_cells,
-        ix.nnz,
-        ix.genes.len(),
-        ix.shards.len(),
-        a.out.display(),
-        ix.n_cells as f64 / secs.max(1e-9),
-        a.out.display()
-    );
-    Ok(())
-}
-
-fn run<B>(a: &PretrainArgs, cfg: TrainConfig, devices: Vec<B::Device>) -> Result<Summary>
-where
-    B: AutodiffBackend + AttentionBackend,
-    B::InnerBackend: AttentionBackend,
-{
-    let (genes, corpus) = load_corpus(a)?;
+    .map_err(pipeline_error)?;
     let steps = cfg.steps;
     let job = PretrainJob {
         config: cfg,
@@ -369,7 +214,7 @@ where
         }
         pb
     };
-    let summary = pretrain::<B>(job, &devices, &mut |e| match e {
+    let summary = pretrain_on(a.device, job, &mut |e| match e {
         Event::Started {
             first_step,
             steps,
@@ -410,6 +255,7 @@ where
             pb.println(format!("update {step}: checkpoint {}", dir.display()));
         }
     })
+    .map_err(pipeline_error)
     .with_context(|| format!("pretraining into {}", a.out.display()))?;
     pb.finish_and_clear();
     outln!(
@@ -421,30 +267,4 @@ where
         summary.checkpoint.display()
     );
     Ok(summary)
-}
-
-/// Flags of `aido orchestrator`.
-#[derive(Args, Clone)]
-pub(crate) struct OrchestratorArgs {
-    /// Port to listen on (all interfaces); the nodes pass `--orchestrator HOST:PORT`.
-    #[arg(long)]
-    pub port: u16,
-}
-
-/// Runs `aido orchestrator` until it is interrupted (Ctrl-C / SIGTERM).
-pub(crate) fn cmd_orchestrator(a: &OrchestratorArgs) -> Result<()> {
-    // burn's orchestrator logs a failed bind and returns: check the port first, for a clear
-    // error.
-    std::net::TcpListener::bind(("0.0.0.0", a.port))
-        .with_context(|| format!("the orchestrator cannot listen on port {}", a.port))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the orchestrator's runtime")?;
-    eprintln!(
-        "orchestrator listening on port {} (experimental multi-node training; Ctrl-C stops it)",
-        a.port
-    );
-    rt.block_on(burn_collective::start_global_orchestrator(a.port));
-    Ok(())
 }
