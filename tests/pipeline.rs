@@ -205,6 +205,44 @@ fn predict_cluster_and_insilico_in_memory_equal_the_cli() {
         assert_eq!(col.display(i), p.classes[k as usize]);
     }
 
+    // A non-h5ad input gets the small file, with the same entries: `uns` keeps the classes as
+    // a string array (the small-file writer used to join them into one string and drop every
+    // other non-string value).
+    let mut csv = format!("cell,{}\n", c.genes.join(","));
+    for i in 0..48 {
+        let mut row = vec![0.0f32; 40];
+        for k in c.indptr[i] as usize..c.indptr[i + 1] as usize {
+            row[c.indices[k] as usize] = c.data[k];
+        }
+        let vals: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+        csv.push_str(&format!("c{i},{}\n", vals.join(",")));
+    }
+    let csv_path = c.root.join("cells.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+    let small = c.root.join("pred_small.h5ad");
+    aido(
+        &["predict", "--model"],
+        &[
+            &clf,
+            Path::new("--input"),
+            &csv_path,
+            Path::new("--output"),
+            &small,
+        ],
+    );
+    let h5 = H5::open(&small).unwrap();
+    assert_eq!(
+        h5.read_strings("uns/aido_cell_type_classes").unwrap(),
+        p.classes
+    );
+    assert_eq!(
+        h5.attr_string("uns/aido_cell_type_classes", "encoding-type")
+            .unwrap()
+            .as_deref(),
+        Some("string-array")
+    );
+    assert_eq!(rows(&small, "obsm/aido_cell_type_proba").1, proba);
+
     // Clustering the expression baseline: the same file either way.
     let (a, b) = (c.root.join("cl_cli.h5ad"), c.root.join("cl_lib.h5ad"));
     aido(
