@@ -210,7 +210,7 @@ fn predict_cluster_and_insilico_in_memory_equal_the_cli() {
     // other non-string value).
     let mut csv = format!("cell,{}\n", c.genes.join(","));
     for i in 0..48 {
-        let mut row = vec![0.0f32; 40];
+        let mut row = [0.0f32; 40];
         for k in c.indptr[i] as usize..c.indptr[i + 1] as usize {
             row[c.indices[k] as usize] = c.data[k];
         }

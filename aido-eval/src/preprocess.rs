@@ -37,7 +37,7 @@ pub fn check_counts(x: &CsrChunk) -> Result<()> {
             if !v.is_finite() || v < 0.0 || v.fract() != 0.0 {
                 return Err(EvalError::NotCounts(format!(
                     "cell {i}, gene column {j} holds {v}; the matrix looks like {}. The expression \
-                     baseline normalizes raw counts itself: give the raw counts (X or --layer)",
+                     baseline normalizes raw counts itself: give the raw counts (X or `layer`)",
                     describe(&x.data)
                 )));
             }

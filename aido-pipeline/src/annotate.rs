@@ -16,11 +16,9 @@ use aido_tasks::{
     FinetuneConfig, FinetuneJob, TokenizedCells, finetune, load_classifier, save_classifier,
     split_from_values, stratified_split,
 };
-use aido_tokenize::h5ad_edit::{H5adAdditions, UnsValue, write_input_plus};
-use aido_tokenize::h5ad_out::H5adWriter;
+use aido_tokenize::h5ad_edit::{H5adAdditions, UnsValue};
 use aido_tokenize::{
-    CellSource, InputFormat, ObsColumn, ReadOptions, TokenizeOptions, Tokenizer, open_source,
-    read_all,
+    CellSource, ObsColumn, ReadOptions, TokenizeOptions, Tokenizer, open_source, read_all,
 };
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
@@ -89,7 +87,8 @@ pub struct PredictReport {
     pub seconds: f64,
 }
 
-fn predict_source<B: Backend>(
+/// Labels every cell of any [`CellSource`] with a classifier folder.
+pub fn predict_source<B: Backend>(
     classifier: &Path,
     source: &mut dyn CellSource,
     options: &PredictOptions,
@@ -250,27 +249,17 @@ pub fn predict_file<B: Backend>(
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
     let p = predict_source::<B>(classifier, source.as_mut(), options, device, on_event)?;
-    let n = p.kept.len();
-    let add = prediction_additions(&p);
-    if InputFormat::detect(input)? == InputFormat::H5ad {
-        if n != n_cells {
-            return Err(PipelineError::input(
-                input.display(),
-                format!(
-                    "{} cells had no counts in the model's genes and were skipped; the output must cover every cell of the file (drop them first)",
-                    n_cells - n
-                ),
-            ));
-        }
-        write_input_plus(input, output, &add)?;
-    } else {
-        let mut obs = source.obs().select(&p.kept);
-        obs.columns.extend(add.obs);
-        let mut w = H5adWriter::new(obs, Vec::new());
-        w.obsm = add.obsm;
-        w.uns = add.uns;
-        w.write(output)?;
-    }
+    let whole = crate::output::whole_input(input, false)?;
+    let obs = || Ok(source.obs().select(&p.kept));
+    crate::output::write_results(
+        input,
+        output,
+        whole,
+        n_cells,
+        &p.kept,
+        prediction_additions(&p),
+        obs,
+    )?;
     on_event(Event::Wrote {
         path: output.to_path_buf(),
         what: "obs/aido_cell_type".into(),

@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use aido_model::load::LoadMode;
 use aido_model::{Embedder, Pooling, Precision};
-use aido_tokenize::h5ad_edit::{H5adAdditions, UnsValue, write_input_plus};
-use aido_tokenize::h5ad_out::H5adWriter;
+use aido_tokenize::h5ad_edit::{H5adAdditions, UnsValue};
 use aido_tokenize::safetensors_out::{Dtype, ExtraTensor, SafetensorsRowWriter};
 use aido_tokenize::{
     CellSource, InputFormat, ReadOptions, TokenizeOptions, Tokenizer, open_source,
@@ -281,7 +280,19 @@ fn collect<B: Backend>(
     })
 }
 
-/// Embeds the cells of a matrix held in memory: what the Python package's `embed` calls.
+/// Embeds every cell of any [`CellSource`] into memory (a reader of one's own: e.g. the Python
+/// package reads AnnData windows through one).
+pub fn embed_source<B: Backend>(
+    pretrained: &Pretrained,
+    source: &mut dyn CellSource,
+    options: &EmbedOptions,
+    device: &B::Device,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<EmbedOutput> {
+    collect::<B>(pretrained, source, options, None, device, on_event)
+}
+
+/// Embeds the cells of a matrix held in memory.
 /// Events: [`Event::Aligned`], then [`Event::Progress`] per batch, [`Event::Note`] warnings.
 pub fn embed_matrix<B: Backend>(
     pretrained: &Pretrained,
@@ -411,8 +422,7 @@ pub fn embed_file<B: Backend>(
         }
     }
     let whole_file = format == OutFormat::H5ad
-        && kind == OutputKind::WholeInput
-        && InputFormat::detect(input)? == InputFormat::H5ad;
+        && crate::output::whole_input(input, kind == OutputKind::EmbeddingsOnly)?;
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
     let range = shard.map_or((0, n_cells), |s| s.range(n_cells));
@@ -592,42 +602,15 @@ fn write_h5ad(
             Array2::from_shape_vec((n, h), col).map_err(shape_err)?,
         ));
     }
-    let uns: Vec<(String, String)> = meta
-        .into_iter()
-        .map(|(key, v)| (format!("aido_embed_{key}"), v))
-        .collect();
-    if whole_file {
-        if n != n_cells {
-            return Err(PipelineError::option(
-                "output",
-                format!(
-                    "{}: {} cells had no counts in the model's genes and were skipped, so the \
-                     embeddings do not cover every cell of the file: write the embedded cells \
-                     only (the embeddings-only output)",
-                    input.display(),
-                    n_cells - n
-                ),
-            ));
-        }
-        let add = H5adAdditions {
-            obsm,
-            uns: uns
-                .into_iter()
-                .map(|(k, v)| (k, UnsValue::Str(v)))
-                .collect(),
-            ..Default::default()
-        };
-        write_input_plus(input, output, &add)?;
-    } else {
-        let mut out = H5adWriter::new(obs()?, Vec::new());
-        out.obsm = obsm;
-        out.uns = uns
+    let add = H5adAdditions {
+        obsm,
+        uns: meta
             .into_iter()
-            .map(|(k, v)| (k, UnsValue::Str(v)))
-            .collect();
-        out.write(output)?;
-    }
-    Ok(())
+            .map(|(key, v)| (format!("aido_embed_{key}"), UnsValue::Str(v)))
+            .collect(),
+        ..Default::default()
+    };
+    crate::output::write_results(input, output, whole_file, n_cells, kept, add, obs)
 }
 
 /// One shard file, read.

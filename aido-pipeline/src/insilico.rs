@@ -114,7 +114,8 @@ pub struct InsilicoOutput {
     pub report: InsilicoReport,
 }
 
-fn run<B: Backend>(
+/// Perturbs the cells of any [`CellSource`].
+pub fn insilico_source<B: Backend>(
     pretrained: &Pretrained,
     source: &mut dyn CellSource,
     options: &InsilicoOptions,
@@ -316,7 +317,7 @@ pub fn insilico_matrix<B: Backend>(
     device: &B::Device,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<InsilicoOutput> {
-    run::<B>(pretrained, &mut matrix.source(), options, device, on_event)
+    insilico_source::<B>(pretrained, &mut matrix.source(), options, device, on_event)
 }
 
 /// Perturbs the cells of a file and writes `output` (`.h5ad`: obs = the cells, var = the
@@ -343,7 +344,7 @@ pub fn insilico_file<B: Backend>(
         ));
     }
     let mut source = open_source(input, read)?;
-    let out = run::<B>(pretrained, source.as_mut(), options, device, on_event)?;
+    let out = insilico_source::<B>(pretrained, source.as_mut(), options, device, on_event)?;
     let mut w = H5adWriter::new(out.obs.clone(), out.genes.clone());
     w.x = Some(XMatrix::Dense(out.shifts.clone()));
     w.var_columns = vec![

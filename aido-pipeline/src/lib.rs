@@ -22,6 +22,7 @@ pub mod hub;
 pub mod insilico;
 pub mod matrix;
 pub mod obs;
+pub mod output;
 pub mod perturb;
 pub mod pretrain;
 pub mod pretrained;

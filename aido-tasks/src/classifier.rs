@@ -169,7 +169,7 @@ impl<B: Backend> Classifier<B> {
         if t.is_empty() || 2 * seen < t.len() {
             return Err(TaskError::Genes(format!(
                 "{}: measures {seen} of the {} genes the classifier was trained on (at least half are needed): \
-                 the data's genes do not align with the classifier's (check --gene-column, or the species/panel)",
+                 the data's genes do not align with the classifier's (check `gene_column`, or the species/panel)",
                 file.display(),
                 t.len()
             )));

@@ -174,7 +174,7 @@ impl PerturbData {
                 if !v.is_finite() || v < 0.0 || v.fract() != 0.0 {
                     return Err(TaskError::Labels(format!(
                         "{file}: cell {c} ('{}'), gene '{}' holds {v}: perturbation modelling needs raw counts (non-negative integers); \
-                         if the counts are in a layer, pass --layer NAME",
+                         if the counts are in a layer, pass `layer` NAME",
                         obs.cell_name(c),
                         genes.get(j as usize).map(String::as_str).unwrap_or("?")
                     )));

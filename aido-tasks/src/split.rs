@@ -103,7 +103,7 @@ pub fn stratified_split(
         if n < nt + nv + 1 {
             return Err(TaskError::Labels(format!(
                 "class '{}' has {n} cell{}: the split asked (val {val_fraction}, test {test_fraction}) needs at least {} \
-                 (one for training and {nv} + {nt} held out); drop the class, merge it, or give a --split-column",
+                 (one for training and {nv} + {nt} held out); drop the class, merge it, or give a `split_column`",
                 classes[c],
                 if n == 1 { "" } else { "s" },
                 nt + nv + 1
