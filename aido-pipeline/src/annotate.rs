@@ -87,6 +87,24 @@ pub struct PredictReport {
     pub seconds: f64,
 }
 
+impl std::fmt::Display for PredictReport {
+    /// `obs/aido_cell_type for N cells (T cell 40, B cell 12) in 1.2 s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let top: Vec<String> = self
+            .class_counts
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
+        write!(
+            f,
+            "obs/aido_cell_type for {} cells ({}) in {:.1} s",
+            self.cells_predicted,
+            top.join(", "),
+            self.seconds
+        )
+    }
+}
+
 /// Labels every cell of any [`CellSource`] with a classifier folder.
 pub fn predict_source<B: Backend>(
     classifier: &Path,
@@ -427,6 +445,20 @@ fn available_memory() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The line a terminal shows for a fine-tuning event (an epoch's scores, a resume); `None` for
+/// the updates and caching a progress bar shows instead.
+pub fn event_line(e: &aido_tasks::finetune::Event) -> Option<String> {
+    use aido_tasks::finetune::Event as E;
+    match e {
+        E::Epoch(r) => Some(format!(
+            "epoch {:>3}: train loss {:.4}, val macro-F1 {:.4}, val accuracy {:.4} ({:.1} s)",
+            r.epoch, r.train_loss, r.val_macro_f1, r.val_accuracy, r.seconds
+        )),
+        E::Resumed { epoch } => Some(format!("resumed after epoch {epoch}")),
+        E::Caching { .. } | E::Update { .. } => None,
+    }
 }
 
 /// Fine-tunes `pretrained` to classify `obs/<label_column>` of the cells `open` reads (called

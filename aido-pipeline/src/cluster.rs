@@ -113,6 +113,44 @@ pub struct ClusterReport {
     pub settings: Value,
 }
 
+impl std::fmt::Display for ClusterReport {
+    /// What a terminal shows: clusters, resolution and time, then the metrics when labels were
+    /// given.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let exact = match (self.exact_n_clusters, self.target_n_clusters) {
+            (Some(false), Some(k)) => format!(" (no resolution gave exactly {k}; closest kept)"),
+            _ => String::new(),
+        };
+        let k = self.settings["n_pcs_used"].as_u64().unwrap_or(0);
+        write!(
+            f,
+            "obs/aido_leiden ({} clusters at resolution {:.4}{exact}), obsm/X_pca [{} × {k}], obsm/X_umap; {:.1} s",
+            self.n_clusters, self.resolution, self.n_cells, self.seconds
+        )?;
+        if let (Some(ari), Some(nmi), Some(ami), Some(sil), Some(asw)) = (
+            self.ari,
+            self.nmi,
+            self.ami,
+            self.silhouette,
+            self.label_asw,
+        ) {
+            write!(
+                f,
+                "\n  ARI {ari:.4}  NMI {nmi:.4}  AMI {ami:.4}  silhouette {sil:.4}  label ASW {asw:.4}"
+            )?;
+            if let (Some(b), Some(g), Some(i)) =
+                (self.batch_asw, self.graph_connectivity, self.ilisi)
+            {
+                write!(
+                    f,
+                    "  batch ASW {b:.4}  graph connectivity {g:.4}  iLISI {i:.4}"
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The cells to cluster.
 #[derive(Debug, Clone)]
 pub enum Cells<'a> {
@@ -687,6 +725,34 @@ pub struct EvaluateReport {
     /// The metrics.
     #[serde(flatten)]
     pub metrics: BTreeMap<String, Value>,
+}
+
+impl std::fmt::Display for EvaluateReport {
+    /// One line per headline metric present (`  ari: 0.8123`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = [
+            "ari",
+            "nmi",
+            "ami",
+            "accuracy",
+            "macro_f1",
+            "silhouette",
+            "label_asw",
+            "batch_asw",
+            "graph_connectivity",
+            "ilisi",
+        ];
+        let lines: Vec<String> = keys
+            .iter()
+            .filter_map(|k| {
+                self.metrics
+                    .get(*k)
+                    .and_then(Value::as_f64)
+                    .map(|v| format!("  {k}: {v:.4}"))
+            })
+            .collect();
+        f.write_str(&lines.join("\n"))
+    }
 }
 
 /// The metrics of columns (and an embedding) already computed; `embedding` holds the matrix

@@ -61,6 +61,38 @@ pub struct DemoReport {
     pub expression: ClusterReport,
 }
 
+impl std::fmt::Display for DemoReport {
+    /// The comparison table: clusters, ARI, NMI, label and batch ASW of the embedding and of the
+    /// expression baseline against the simulated cell types.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "zero-shot clustering against the simulated cell types (Leiden searched to 5 clusters):"
+        )?;
+        write!(
+            f,
+            "  {:<22} {:>8} {:>7} {:>7} {:>10} {:>10}",
+            "", "clusters", "ARI", "NMI", "label ASW", "batch ASW"
+        )?;
+        for (what, r) in [
+            ("AIDO.Cell embedding", &self.embedding),
+            ("expression baseline", &self.expression),
+        ] {
+            let g = |v: Option<f64>| v.unwrap_or(f64::NAN);
+            write!(
+                f,
+                "\n  {what:<22} {:>8} {:>7.3} {:>7.3} {:>10.3} {:>10.3}",
+                r.n_clusters,
+                g(r.ari),
+                g(r.nmi),
+                g(r.label_asw),
+                g(r.batch_asw)
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Runs the demo, writing every file into `dir` (which must exist).
 pub fn run(
     dir: &Path,

@@ -101,6 +101,26 @@ impl EmbedReport {
     }
 }
 
+impl std::fmt::Display for EmbedReport {
+    /// `[n, H] (present-mean pooling, 2 gene embeddings); n cells in 1.23 s (45.6 cells/s)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, k) = (self.cells_embedded, self.gene_embeddings.len());
+        let genes = if k > 0 {
+            format!(", {k} gene embeddings")
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "[{n}, {}] ({} pooling{genes}); {n} cells in {:.2} s ({:.2} cells/s)",
+            self.hidden,
+            self.pooling,
+            self.seconds,
+            n as f64 / self.seconds.max(1e-9)
+        )
+    }
+}
+
 /// Embeddings in memory.
 #[derive(Debug, Clone)]
 pub struct EmbedOutput {
@@ -314,6 +334,17 @@ pub enum OutputKind {
     WholeInput,
     /// A small h5ad holding the embedded cells' `obs` and the embeddings only.
     EmbeddingsOnly,
+}
+
+impl OutputKind {
+    /// [`OutputKind::EmbeddingsOnly`] when `small`, else [`OutputKind::WholeInput`].
+    pub fn small_if(small: bool) -> OutputKind {
+        if small {
+            OutputKind::EmbeddingsOnly
+        } else {
+            OutputKind::WholeInput
+        }
+    }
 }
 
 /// The output formats of [`embed_file`].

@@ -309,6 +309,31 @@ pub fn insilico_source<B: Backend>(
     })
 }
 
+impl std::fmt::Display for InsilicoOutput {
+    /// The run in a line, then the five genes with the largest mean shift.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.report;
+        let (n, k) = (r.cells, r.genes);
+        write!(
+            f,
+            "shifts [{n} cells × {k} genes] ({} perturbed copies embedded, {} knockouts of unexpressed genes = 0, {} cells skipped with < 2 expressed genes) in {:.1} s ({:.1} ms per cell×gene computed)",
+            r.computed,
+            n * k - r.computed,
+            r.cells_skipped_fewer_than_2_genes,
+            r.seconds,
+            1e3 * r.seconds / r.computed.max(1) as f64
+        )?;
+        for &t in ranking(self).iter().take(5) {
+            write!(
+                f,
+                "\n  {:<16} mean shift {:.3e} ({} cells express it)",
+                self.genes[t], self.mean_shift[t], self.n_expressed[t]
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Perturbs the cells of a matrix in memory.
 pub fn insilico_matrix<B: Backend>(
     pretrained: &Pretrained,

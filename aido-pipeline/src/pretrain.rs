@@ -187,6 +187,44 @@ pub fn open_corpus(
     }
 }
 
+/// The lines a terminal shows for a training event (start, validation, checkpoint); `None` for
+/// the plain updates a progress bar shows instead.
+pub fn event_lines(e: &aido_train::Event<'_>) -> Option<String> {
+    use aido_train::Event as E;
+    match e {
+        E::Started {
+            first_step,
+            steps,
+            n_train,
+            n_val,
+            n_params,
+            resumed_from,
+            baselines,
+        } => {
+            let mut text = format!(
+                "pretraining: {n_params} parameters, {n_train} training / {n_val} validation cells, updates {first_step}..={steps}{}",
+                resumed_from
+                    .map(|p| format!(", resumed from {}", p.display()))
+                    .unwrap_or_default()
+            );
+            if let Some(b) = baselines {
+                text.push_str(&format!(
+                    "\nvalidation baselines (masked MSE): input value {:.4}, zero {:.4}, gene mean {:.4}, cell mean {:.4}",
+                    b.input_value, b.zero, b.gene_mean, b.cell_mean
+                ));
+            }
+            Some(text)
+        }
+        E::Step(m) => m.val_loss.map(|v| {
+            format!(
+                "update {}: train loss {:.4}, validation loss {v:.4}",
+                m.step, m.train_loss
+            )
+        }),
+        E::Checkpoint { step, dir } => Some(format!("update {step}: checkpoint {}", dir.display())),
+    }
+}
+
 /// Runs [`aido_train::pretrain`] on the backend `device` names, with `job.config.data_parallel`
 /// devices (CPU: peers sharing the processor; CUDA: GPUs 0..N) and activation checkpointing
 /// when the configuration asks for it.

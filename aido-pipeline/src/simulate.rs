@@ -27,6 +27,46 @@ pub struct Simulated {
     pub control_cells: usize,
 }
 
+/// The genes of a simulation drawn from a gene list: all of them, or a seeded subset of `n`
+/// kept in list order (real data measure only part of a list).
+pub fn genes_from_vocabulary(
+    vocab: &aido_tokenize::GeneVocab,
+    n: Option<usize>,
+    seed: u64,
+) -> Result<Vec<String>> {
+    let names = vocab.names();
+    match n {
+        None => Ok(names.to_vec()),
+        Some(n) if n > names.len() => Err(PipelineError::option(
+            "genes",
+            format!("{n} exceeds the {} genes of the list", names.len()),
+        )),
+        Some(n) => {
+            let mut pick = aido_tokenize::simulate::permutation(names.len(), seed ^ 0x9e37_79b9);
+            pick.truncate(n);
+            pick.sort_unstable();
+            Ok(pick.into_iter().map(|i| names[i].clone()).collect())
+        }
+    }
+}
+
+impl std::fmt::Display for Simulated {
+    /// `N cells × G genes, NNZ non-zero (D% dense)`, with the conditions of a screen.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.genes.len();
+        write!(f, "{} cells × {g} genes", self.cells)?;
+        if self.conditions > 0 {
+            write!(f, ", {} conditions", self.conditions)?;
+        }
+        write!(
+            f,
+            ", {} non-zero ({:.2}% dense)",
+            self.nnz,
+            100.0 * self.nnz as f64 / (self.cells * g).max(1) as f64
+        )
+    }
+}
+
 /// Writes simulated raw counts with known cell types (`obs/cell_type`, `obs/batch` with more
 /// than one batch) over `genes` to `output`.
 pub fn write_cells(cfg: &SimulationConfig, genes: Vec<String>, output: &Path) -> Result<Simulated> {

@@ -28,6 +28,21 @@ pub struct TokenizeReport {
     pub seconds: f64,
 }
 
+impl std::fmt::Display for TokenizeReport {
+    /// The tensors written and the rate.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (n, s) = (self.cells_written, self.seq_len);
+        write!(
+            f,
+            "values [{n}, {s}] f32, present [{s}] u8 ({} positions present), cell_index [{n}]; {} cells in {:.2} s ({:.0} cells/s)",
+            self.present,
+            self.cells_read,
+            self.seconds,
+            self.cells_read as f64 / self.seconds.max(1e-9)
+        )
+    }
+}
+
 /// Tokenizes `input` against `vocab` (named `genes` in the metadata) into `output`
 /// (safetensors: `values [cells, genes + 2]` f32, `present [genes + 2]` u8, `cell_index`),
 /// streamed in windows of `batch_size` cells and written atomically. `depth_floor` is recorded

@@ -8,7 +8,6 @@ use aido_pipeline::cluster::{
 use aido_tokenize::ReadOptions;
 use anyhow::Result;
 use clap::Args;
-use serde_json::Value;
 
 use super::pipeline_error;
 
@@ -123,36 +122,8 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<()> {
         }
     })
     .map_err(pipeline_error)?;
-    let r = &c.report;
     if verbose {
-        let exact_note = match (r.exact_n_clusters, r.target_n_clusters) {
-            (Some(false), Some(k)) => format!(" (no resolution gave exactly {k}; closest kept)"),
-            _ => String::new(),
-        };
-        outln!(
-            "wrote {}: obs/aido_leiden ({} clusters at resolution {:.4}{exact_note}), obsm/X_pca [{} × {}], obsm/X_umap; {:.1} s",
-            a.output.display(),
-            r.n_clusters,
-            r.resolution,
-            r.n_cells,
-            c.output.pca.n_comps,
-            r.seconds
-        );
-        if let Some(s) = &c.scores {
-            outln!(
-                "  ARI {:.4}  NMI {:.4}  AMI {:.4}  silhouette {:.4}  label ASW {:.4}{}",
-                s.agreement.ari,
-                s.agreement.nmi,
-                s.agreement.ami,
-                s.silhouette,
-                s.label_asw,
-                match (s.batch_asw, s.graph_connectivity, s.ilisi) {
-                    (Some(b), Some(g), Some(i)) =>
-                        format!("  batch ASW {b:.4}  graph connectivity {g:.4}  iLISI {i:.4}"),
-                    _ => String::new(),
-                }
-            );
-        }
+        outln!("wrote {}: {}", a.output.display(), c.report);
     }
     Ok(())
 }
@@ -168,21 +139,9 @@ pub(crate) fn cmd_evaluate(a: &EvaluateArgs) -> Result<()> {
     };
     let r = evaluate_file(&a.input, &a.report, &options).map_err(pipeline_error)?;
     outln!("wrote {}", a.report.display());
-    for k in [
-        "ari",
-        "nmi",
-        "ami",
-        "accuracy",
-        "macro_f1",
-        "silhouette",
-        "label_asw",
-        "batch_asw",
-        "graph_connectivity",
-        "ilisi",
-    ] {
-        if let Some(v) = r.metrics.get(k).and_then(Value::as_f64) {
-            outln!("  {k}: {v:.4}");
-        }
+    let lines = r.to_string();
+    if !lines.is_empty() {
+        outln!("{lines}");
     }
     Ok(())
 }

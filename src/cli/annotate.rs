@@ -6,11 +6,10 @@ use aido_model::Pooling;
 use aido_model::burn::backend::Autodiff;
 use aido_model::burn::prelude::Backend;
 use aido_pipeline::annotate::{FinetuneOptions, FinetuneReport, SplitChoice, finetune_file};
-use aido_pipeline::{Event, ModelSource, OnDevice, OpenOptions, Pretrained, on_device};
+use aido_pipeline::{Event, ModelSource, OnDevice, Pretrained, on_device};
 use aido_tasks::ClassWeights;
 use anyhow::Result;
 use clap::Args;
-use indicatif::ProgressBar;
 
 use super::{ComputeArgs, EventPrinter, InputArgs, pipeline_error};
 
@@ -108,19 +107,9 @@ impl OnDevice for FinetuneRun<'_> {
     fn run<B: Backend>(self, device: B::Device) -> aido_pipeline::Result<FinetuneReport> {
         let a = self.a;
         let mut printer = EventPrinter::new(self.verbose, "finetune");
-        let pb = if self.verbose {
-            let pb = ProgressBar::new(0);
-            if let Ok(st) = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})",
-            ) {
-                pb.set_style(st.progress_chars("=> "));
-            }
-            pb
-        } else {
-            ProgressBar::hidden()
-        };
+        let t = "{msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})";
+        let pb = super::render::bar(self.verbose, 0, t);
         let epochs = self.options.epochs;
-        let mut last_f1 = f64::NAN;
         let r = finetune_file::<Autodiff<B>>(
             &self.pretrained,
             &a.input.input,
@@ -132,33 +121,28 @@ impl OnDevice for FinetuneRun<'_> {
             &mut |e| match e {
                 Event::Finetune(e) => {
                     use aido_tasks::Event as F;
-                    match e {
+                    if let Some(line) = aido_pipeline::annotate::event_line(&e) {
+                        pb.println(line);
+                    }
+                    let (done, total, msg) = match e {
                         F::Caching { done, total } => {
-                            pb.set_length(total as u64);
-                            pb.set_position(done as u64);
-                            pb.set_message("caching the frozen blocks");
+                            (done, total, "caching the frozen blocks".into())
                         }
                         F::Update {
                             epoch,
                             done,
                             total,
                             loss,
-                        } => {
-                            pb.set_length(total as u64);
-                            pb.set_position(done as u64);
-                            pb.set_message(format!(
-                                "epoch {epoch}/{epochs} loss {loss:.4} val F1 {last_f1:.4}"
-                            ));
-                        }
-                        F::Epoch(r) => {
-                            last_f1 = r.val_macro_f1;
-                            pb.println(format!(
-                                "epoch {:>3}: train loss {:.4}, val macro-F1 {:.4}, val accuracy {:.4} ({:.1} s)",
-                                r.epoch, r.train_loss, r.val_macro_f1, r.val_accuracy, r.seconds
-                            ));
-                        }
-                        F::Resumed { epoch } => pb.println(format!("resumed after epoch {epoch}")),
-                    }
+                        } => (
+                            done,
+                            total,
+                            format!("epoch {epoch}/{epochs} loss {loss:.4}"),
+                        ),
+                        F::Epoch(_) | F::Resumed { .. } => return,
+                    };
+                    pb.set_length(total as u64);
+                    pb.set_position(done as u64);
+                    pb.set_message(msg);
                 }
                 Event::Note(n) if !self.verbose && n.starts_with("note:") => {}
                 Event::Note(n) if !self.verbose && n.starts_with("baselines on") => {}
@@ -200,17 +184,7 @@ pub(crate) fn cmd_finetune(a: &FinetuneArgs, verbose: bool) -> Result<()> {
         cache_limit: a.cache_limit_gb.map(|g| (g * 1024f64.powi(3)) as u64),
         tokenize: a.input.options()?,
     };
-    let mut events = EventPrinter::new(verbose, "download");
-    let pretrained = Pretrained::open(
-        &a.model,
-        &OpenOptions {
-            genes: a.genes.clone(),
-            hub: None,
-        },
-        &mut |e| events.show(e),
-    )
-    .map_err(pipeline_error)?;
-    drop(events);
+    let pretrained = super::render::open_model(&a.model, &a.genes, verbose)?;
     let report = on_device(
         a.compute.device,
         FinetuneRun {

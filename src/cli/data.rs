@@ -110,18 +110,7 @@ pub(crate) fn cmd_tokenize(a: &TokenizeArgs) -> Result<()> {
             r.cells_skipped_empty
         );
     }
-    outln!(
-        "wrote {}: values [{}, {}] f32, present [{}] u8 ({} positions present), cell_index [{}]; {} cells in {:.2} s ({:.0} cells/s)",
-        a.output.display(),
-        r.cells_written,
-        r.seq_len,
-        r.seq_len,
-        r.present,
-        r.cells_written,
-        r.cells_read,
-        r.seconds,
-        r.cells_read as f64 / r.seconds.max(1e-9)
-    );
+    outln!("wrote {}: {r}", a.output.display());
     Ok(())
 }
 
@@ -151,14 +140,10 @@ pub(crate) fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
             );
         }
         outln!(
-            "wrote {}: {} cells × {} genes, {} conditions (control, {} singles, {} doubles), {} non-zero",
+            "wrote {}: {sim} (control, {} singles, {} doubles)",
             a.output.display(),
-            sim.cells,
-            sim.genes.len(),
-            sim.conditions,
             cfg.perturbed_genes,
-            cfg.doubles,
-            sim.nnz
+            cfg.doubles
         );
         if let Some(p) = &a.panel_out {
             GeneVocab::from_names(sim.genes)?.write_tsv(p)?;
@@ -169,25 +154,10 @@ pub(crate) fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
     let Some(n_cells) = a.cells else {
         bail!("simulate needs --cells N");
     };
-    let genes: Vec<String> = match (&a.vocabulary, a.genes) {
+    let genes = match (&a.vocabulary, a.genes) {
         (Some(v), n) => {
-            let vocab = GeneVocab::from_tsv(v)?;
-            match n {
-                None => vocab.names().to_vec(),
-                Some(n) if n > vocab.len() => bail!(
-                    "--genes {n} exceeds the {} genes of {}",
-                    vocab.len(),
-                    v.display()
-                ),
-                Some(n) => {
-                    // A seeded subset, kept in vocabulary order: real data measure only part of the list.
-                    let mut pick =
-                        aido_tokenize::simulate::permutation(vocab.len(), a.seed ^ 0x9e37_79b9);
-                    pick.truncate(n);
-                    pick.sort_unstable();
-                    pick.into_iter().map(|i| vocab.names()[i].clone()).collect()
-                }
-            }
+            aido_pipeline::simulate::genes_from_vocabulary(&GeneVocab::from_tsv(v)?, n, a.seed)
+                .map_err(pipeline_error)?
         }
         (None, Some(n)) => synthetic_gene_names(n),
         (None, None) => bail!("simulate needs --genes N (or --vocabulary GENES.tsv)"),
@@ -197,18 +167,13 @@ pub(crate) fn cmd_simulate(a: &SimulateArgs) -> Result<()> {
     cfg.library_median = a.median_umis;
     let sim =
         aido_pipeline::simulate::write_cells(&cfg, genes, &a.output).map_err(pipeline_error)?;
-    let (nnz, n_genes) = (sim.nnz, sim.genes.len());
     if let Some(p) = &a.panel_out {
         GeneVocab::from_names(sim.genes.clone())?.write_tsv(p)?;
     }
     outln!(
-        "wrote {}: {} cells × {} genes, {} cell types, {} non-zero ({:.2}% dense)",
+        "wrote {}: {sim} ({} cell types)",
         a.output.display(),
-        n_cells,
-        n_genes,
-        a.cell_types,
-        nnz,
-        100.0 * nnz as f64 / (n_cells * n_genes).max(1) as f64
+        a.cell_types
     );
     if let Some(p) = &a.panel_out {
         outln!("wrote the gene panel to {}", p.display());

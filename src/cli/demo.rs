@@ -69,32 +69,7 @@ pub(crate) fn cmd_demo(a: &DemoArgs) -> Result<()> {
         e.hidden,
         e.cells_embedded as f64 / e.seconds.max(1e-9)
     );
-    let rows = [
-        ("AIDO.Cell embedding", &r.embedding),
-        ("expression baseline", &r.expression),
-    ];
-    outln!(
-        "zero-shot clustering against the simulated cell types (Leiden searched to 5 clusters):"
-    );
-    outln!(
-        "  {:<22} {:>8} {:>7} {:>7} {:>10} {:>10}",
-        "",
-        "clusters",
-        "ARI",
-        "NMI",
-        "label ASW",
-        "batch ASW"
-    );
-    for (what, r) in rows {
-        outln!(
-            "  {what:<22} {:>8} {:>7.3} {:>7.3} {:>10.3} {:>10.3}",
-            r.n_clusters,
-            r.ari.unwrap_or(f64::NAN),
-            r.nmi.unwrap_or(f64::NAN),
-            r.label_asw.unwrap_or(f64::NAN),
-            r.batch_asw.unwrap_or(f64::NAN)
-        );
-    }
+    outln!("{r}");
     outln!(
         "UMAPs: {} and {}",
         dir.join("demo_embedding_umap.png").display(),

@@ -52,14 +52,6 @@ pub(crate) struct EmbedArgs {
     pub shard: Option<Shard>,
 }
 
-fn kind(embeddings_only: bool) -> OutputKind {
-    if embeddings_only {
-        OutputKind::EmbeddingsOnly
-    } else {
-        OutputKind::WholeInput
-    }
-}
-
 struct EmbedRun<'a> {
     a: &'a EmbedArgs,
     pretrained: Pretrained,
@@ -77,7 +69,7 @@ impl OnDevice for EmbedRun<'_> {
             &a.input.input,
             &a.input.read_options(),
             &a.output,
-            kind(a.embeddings_only),
+            OutputKind::small_if(a.embeddings_only),
             a.shard,
             &self.options,
             &device,
@@ -103,10 +95,7 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
         tokenize: a.input.options()?,
         gene_embeddings: a.gene_embeddings.clone(),
     };
-    let mut events = EventPrinter::new(verbose, "download");
-    let pretrained = Pretrained::open(&a.model, &a.open_options(), &mut |e| events.show(e))
-        .map_err(pipeline_error)?;
-    drop(events);
+    let pretrained = super::render::open_model(&a.model, &a.genes, verbose)?;
     let r = on_device(
         a.compute.device,
         EmbedRun {
@@ -128,30 +117,9 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
             OutFormat::H5ad => "obsm/X_aido_cell",
             OutFormat::Safetensors => "cell_embedding",
         };
-        let (n, h, k) = (r.cells_embedded, r.hidden, r.gene_embeddings.len());
-        outln!(
-            "wrote {}: {what} [{n}, {h}] ({} pooling){}; {n} cells in {:.2} s ({:.2} cells/s)",
-            a.output.display(),
-            r.pooling,
-            if k > 0 {
-                format!(", {k} gene embeddings")
-            } else {
-                String::new()
-            },
-            r.seconds,
-            n as f64 / r.seconds.max(1e-9)
-        );
+        outln!("wrote {}: {what} {r}", a.output.display());
     }
     Ok(r)
-}
-
-impl EmbedArgs {
-    fn open_options(&self) -> aido_pipeline::OpenOptions {
-        aido_pipeline::OpenOptions {
-            genes: self.genes.clone(),
-            hub: None,
-        }
-    }
 }
 
 /// Flags of `aido merge`.
@@ -172,7 +140,12 @@ pub(crate) struct MergeArgs {
 /// `aido merge`: the shards of one `aido embed --shard I/N` run, assembled into the output the
 /// unsharded run writes (the same bytes).
 pub(crate) fn cmd_merge(a: &MergeArgs) -> Result<()> {
-    let r = merge_shards(&a.shards, &a.output, kind(a.embeddings_only)).map_err(pipeline_error)?;
+    let r = merge_shards(
+        &a.shards,
+        &a.output,
+        OutputKind::small_if(a.embeddings_only),
+    )
+    .map_err(pipeline_error)?;
     outln!(
         "wrote {}: {} cells from {} shards",
         a.output.display(),

@@ -4,13 +4,12 @@
 use std::path::PathBuf;
 
 use aido_model::burn::prelude::Backend;
-use aido_pipeline::insilico::{InsilicoOptions, InsilicoOutput, Targets, insilico_file, ranking};
-use aido_pipeline::{Event, ModelSource, OnDevice, OpenOptions, Pretrained, on_device};
+use aido_pipeline::insilico::{InsilicoOptions, InsilicoOutput, Targets, insilico_file};
+use aido_pipeline::{Event, ModelSource, OnDevice, Pretrained, on_device};
 use aido_tasks::insilico::InsilicoMode;
-use aido_tokenize::{AlignOptions, ReadOptions};
+use aido_tokenize::AlignOptions;
 use anyhow::Result;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{ComputeArgs, EventPrinter, pipeline_error};
 
@@ -46,15 +45,8 @@ pub(crate) struct InsilicoArgs {
     /// list for a 19,266-position model).
     #[arg(long)]
     pub genes: Option<PathBuf>,
-    /// Read `layers/NAME` instead of X.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// var column with the gene symbols (default: the var index).
-    #[arg(long)]
-    pub gene_column: Option<String>,
-    /// How the gene names are read: `symbol`, `ensembl`, `auto` (each name by its shape) or `exact` (exact symbols only, the authors' preprocessing).
-    #[arg(long, default_value = "auto")]
-    pub gene_id: aido_tokenize::GeneIdMode,
+    #[command(flatten)]
+    pub read: super::ReadArgs,
     /// Perturb only the first N cells.
     #[arg(long)]
     pub max_cells: Option<usize>,
@@ -78,26 +70,14 @@ impl OnDevice for Run<'_> {
     type Output = InsilicoOutput;
     fn run<B: Backend>(self, device: B::Device) -> aido_pipeline::Result<InsilicoOutput> {
         let a = self.a;
-        let pb = if a.quiet {
-            ProgressBar::hidden()
-        } else {
-            let pb = ProgressBar::new(0);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{spinner} insilico {msg} [{bar:30}] {pos}/{len} cell×gene ({per_sec}, eta {eta})",
-            ) {
-                pb.set_style(style.progress_chars("=> "));
-            }
-            pb.set_message(self.options.mode.label());
-            pb
-        };
+        let t = "{spinner} insilico {msg} [{bar:30}] {pos}/{len} cell×gene ({per_sec}, eta {eta})";
+        let pb = super::render::bar(!a.quiet, 0, t);
+        pb.set_message(self.options.mode.label());
         let mut printer = EventPrinter::new(false, "insilico");
         let r = insilico_file::<B>(
             &self.pretrained,
             &a.input,
-            &ReadOptions {
-                gene_column: a.gene_column.clone(),
-                layer: a.layer.clone(),
-            },
+            &a.read.read_options(),
             &a.output,
             &self.options,
             &device,
@@ -127,21 +107,11 @@ pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
         batch_size: a.batch_size,
         precision: a.compute.precision,
         align: AlignOptions {
-            gene_id: a.gene_id,
+            gene_id: a.read.gene_id,
             ..AlignOptions::default()
         },
     };
-    let mut events = EventPrinter::new(!a.quiet, "download");
-    let pretrained = Pretrained::open(
-        &a.model,
-        &OpenOptions {
-            genes: a.genes.clone(),
-            hub: None,
-        },
-        &mut |e| events.show(e),
-    )
-    .map_err(pipeline_error)?;
-    drop(events);
+    let pretrained = super::render::open_model(&a.model, &a.genes, !a.quiet)?;
     let out = on_device(
         a.compute.device,
         Run {
@@ -152,26 +122,10 @@ pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
     )
     .map_err(pipeline_error)?;
     if !a.quiet {
-        let r = &out.report;
-        let (n, k) = (r.cells, r.genes);
-        outln!(
-            "wrote {}: shifts [{n} cells × {k} genes] ({} perturbed copies embedded, {} knockouts of unexpressed genes = 0, {} cells skipped with < 2 expressed genes) in {:.1} s ({:.1} ms per cell×gene computed); ranking in {}",
-            a.output.display(),
-            r.computed,
-            n * k - r.computed,
-            r.cells_skipped_fewer_than_2_genes,
-            r.seconds,
-            1e3 * r.seconds / r.computed.max(1) as f64,
-            a.output.with_extension("tsv").display()
-        );
-        for &t in ranking(&out).iter().take(5) {
-            outln!(
-                "  {:<16} mean shift {:.3e} ({} cells express it)",
-                out.genes[t],
-                out.mean_shift[t],
-                out.n_expressed[t]
-            );
-        }
+        let mut lines = out.to_string();
+        let ranked = format!("; ranking in {}", a.output.with_extension("tsv").display());
+        lines.insert_str(lines.find('\n').unwrap_or(lines.len()), &ranked);
+        outln!("wrote {}: {lines}", a.output.display());
     }
     Ok(())
 }

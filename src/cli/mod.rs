@@ -31,7 +31,7 @@ mod pack;
 mod perturb;
 mod predict;
 mod pretrain;
-mod render;
+pub(crate) mod render;
 
 pub(crate) use render::{EventPrinter, pipeline_error};
 
@@ -106,6 +106,32 @@ pub(crate) struct ComputeArgs {
     /// the outputs.
     #[arg(long, default_value = "f32")]
     pub precision: aido_model::Precision,
+}
+
+/// How the genes and counts of an input are read: shared by the commands whose inputs are not
+/// tokenized through [`InputArgs`] (`insilico`, `perturb fit`, `pack`, `pretrain`).
+#[derive(Args, Clone)]
+pub(crate) struct ReadArgs {
+    /// Read `layers/NAME` of an h5ad input instead of X (e.g. `counts` when X holds
+    /// log-normalized values).
+    #[arg(long)]
+    pub layer: Option<String>,
+    /// Column of gene symbols: a `var` column (h5ad) or `name`/`id` (10x, Matrix Market).
+    #[arg(long)]
+    pub gene_column: Option<String>,
+    /// How the gene names are read: `symbol`, `ensembl`, `auto` (each name by its shape) or
+    /// `exact` (exact symbols only, the authors' preprocessing).
+    #[arg(long, default_value = "auto")]
+    pub gene_id: GeneIdMode,
+}
+
+impl ReadArgs {
+    pub(crate) fn read_options(&self) -> ReadOptions {
+        ReadOptions {
+            gene_column: self.gene_column.clone(),
+            layer: self.layer.clone(),
+        }
+    }
 }
 
 /// Input-reading flags shared by the commands that read single-cell files.

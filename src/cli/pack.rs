@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use aido_tokenize::ReadOptions;
 use aido_train::{PackOptions, pack};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -24,15 +23,8 @@ pub(crate) struct PackArgs {
     /// Cells per shard.
     #[arg(long, default_value_t = 10_000)]
     pub cells_per_shard: usize,
-    /// Read `layers/NAME` of every h5ad input instead of X (e.g. `counts`).
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
-    #[arg(long)]
-    pub gene_column: Option<String>,
-    /// How the gene names are read: `symbol`, `ensembl`, `auto` or `exact`.
-    #[arg(long, default_value = "auto")]
-    pub gene_id: aido_tokenize::GeneIdMode,
+    #[command(flatten)]
+    pub read: super::ReadArgs,
 }
 
 /// Runs `aido pack`.
@@ -40,11 +32,8 @@ pub(crate) fn cmd_pack(a: &PackArgs) -> Result<()> {
     let genes = aido_tokenize::GeneVocab::from_tsv(&a.genes)?;
     let opts = PackOptions {
         cells_per_shard: a.cells_per_shard,
-        read: ReadOptions {
-            gene_column: a.gene_column.clone(),
-            layer: a.layer.clone(),
-        },
-        gene_id: a.gene_id,
+        read: a.read.read_options(),
+        gene_id: a.read.gene_id,
     };
     let t0 = std::time::Instant::now();
     let ix = pack(&a.data, &genes, &opts, &a.out, &mut |f| {

@@ -8,8 +8,7 @@ use aido_model::burn::prelude::Backend;
 use aido_pipeline::perturb::{
     PerturbFitOptions, PerturbFitReport, perturb_fit_file, perturb_predict_file,
 };
-use aido_pipeline::{ModelSource, OnDevice, OpenOptions, Pretrained, on_device};
-use aido_tokenize::ReadOptions;
+use aido_pipeline::{ModelSource, OnDevice, Pretrained, on_device};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 
@@ -47,16 +46,8 @@ pub(crate) struct FitArgs {
     /// list for a 19,266-position model).
     #[arg(long)]
     pub genes: Option<PathBuf>,
-    /// Read `layers/NAME` instead of X.
-    #[arg(long)]
-    pub layer: Option<String>,
-    /// var column with the gene symbols (default: the var index).
-    #[arg(long)]
-    pub gene_column: Option<String>,
-    /// How the gene names are matched to a backbone's gene list: `symbol`, `ensembl`,
-    /// `auto` (each name by its shape) or `exact` (exact symbols only).
-    #[arg(long, default_value = "auto")]
-    pub gene_id: aido_tokenize::GeneIdMode,
+    #[command(flatten)]
+    pub read: super::ReadArgs,
     /// obs column with the conditions (`A+ctrl`, `A+B`, control).
     #[arg(long, default_value = "condition")]
     pub condition_column: String,
@@ -161,10 +152,7 @@ impl OnDevice for Fit<'_> {
         let mut printer = EventPrinter::new(self.verbose, "perturb");
         perturb_fit_file::<Autodiff<B>>(
             &a.input,
-            &ReadOptions {
-                gene_column: a.gene_column.clone(),
-                layer: a.layer.clone(),
-            },
+            &a.read.read_options(),
             &a.out,
             self.backbone.as_ref(),
             &self.options,
@@ -207,23 +195,11 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
         pool: a.pool,
         min_cells: a.min_cells,
         precision: a.precision.unwrap_or_default(),
-        gene_id: a.gene_id,
+        gene_id: a.read.gene_id,
     };
     let backbone = match &a.model {
         None => None,
-        Some(m) => {
-            let mut events = EventPrinter::new(verbose, "download");
-            let p = Pretrained::open(
-                m,
-                &OpenOptions {
-                    genes: a.genes.clone(),
-                    hub: None,
-                },
-                &mut |e| events.show(e),
-            )
-            .map_err(pipeline_error)?;
-            Some(p)
-        }
+        Some(m) => Some(super::render::open_model(m, &a.genes, verbose)?),
     };
     let report = on_device(
         a.device,

@@ -73,18 +73,7 @@ pub(crate) fn cmd_predict(a: &PredictArgs, verbose: bool) -> Result<usize> {
     )
     .map_err(pipeline_error)?;
     if verbose {
-        let top: Vec<String> = r
-            .class_counts
-            .iter()
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect();
-        outln!(
-            "wrote {}: obs/aido_cell_type for {} cells ({}) in {:.1} s",
-            a.output.display(),
-            r.cells_predicted,
-            top.join(", "),
-            r.seconds
-        );
+        outln!("wrote {}: {r}", a.output.display());
     }
     Ok(r.cells_predicted)
 }

@@ -5,13 +5,11 @@ use std::path::PathBuf;
 
 use aido_model::backend::DeviceKind;
 use aido_pipeline::pretrain::{
-    CorpusSource, TrainSettings, open_corpus, pretrain_on, resolve_config,
+    CorpusSource, TrainSettings, event_lines, open_corpus, pretrain_on, resolve_config,
 };
-use aido_tokenize::ReadOptions;
 use aido_train::{Event, Preset, PretrainJob, Summary};
 use anyhow::{Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::pipeline_error;
 
@@ -93,16 +91,8 @@ pub(crate) struct PretrainArgs {
     /// run's values; flags that contradict it are refused).
     #[arg(long)]
     pub resume: bool,
-    /// Column of gene symbols in the inputs (h5ad `var` column, or name/id for 10x/mtx).
-    #[arg(long)]
-    pub gene_column: Option<String>,
-    /// How the gene names are read: `symbol`, `ensembl`, `auto` (each name by its shape) or `exact` (exact symbols only, the authors' preprocessing).
-    #[arg(long, default_value = "auto")]
-    pub gene_id: aido_tokenize::GeneIdMode,
-    /// Read `layers/NAME` of every h5ad input instead of X (e.g. `counts` when X holds
-    /// log-normalized values).
-    #[arg(long)]
-    pub layer: Option<String>,
+    #[command(flatten)]
+    pub read: super::ReadArgs,
     /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
@@ -173,11 +163,8 @@ impl PretrainArgs {
                     .genes
                     .clone()
                     .context("--genes is required with --data")?,
-                read: ReadOptions {
-                    gene_column: self.gene_column.clone(),
-                    layer: self.layer.clone(),
-                },
-                gene_id: self.gene_id,
+                read: self.read.read_options(),
+                gene_id: self.read.gene_id,
             },
         })
     }
@@ -203,56 +190,22 @@ pub(crate) fn cmd_pretrain(a: &PretrainArgs) -> Result<Summary> {
         resume: a.resume,
         nodes: a.node_config(),
     };
-    let pb = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new(steps);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{spinner} [{bar:30}] {pos}/{len} updates {msg} (eta {eta})",
-        ) {
-            pb.set_style(style.progress_chars("=> "));
-        }
-        pb
-    };
-    let summary = pretrain_on(a.device, job, &mut |e| match e {
-        Event::Started {
-            first_step,
-            steps,
-            n_train,
-            n_val,
-            n_params,
-            resumed_from,
-            baselines,
-        } => {
-            pb.set_position(first_step - 1);
-            pb.println(format!(
-                "pretraining: {n_params} parameters, {n_train} training / {n_val} validation cells, updates {first_step}..={steps}{}",
-                resumed_from
-                    .map(|p| format!(", resumed from {}", p.display()))
-                    .unwrap_or_default()
-            ));
-            if let Some(b) = baselines {
-                pb.println(format!(
-                    "validation baselines (masked MSE): input value {:.4}, zero {:.4}, gene mean {:.4}, cell mean {:.4}",
-                    b.input_value, b.zero, b.gene_mean, b.cell_mean
+    let t = "{spinner} [{bar:30}] {pos}/{len} updates {msg} (eta {eta})";
+    let pb = super::render::bar(!a.quiet, steps, t);
+    let summary = pretrain_on(a.device, job, &mut |e| {
+        match &e {
+            Event::Started { first_step, .. } => pb.set_position(first_step - 1),
+            Event::Step(m) => {
+                pb.set_position(m.step);
+                pb.set_message(format!(
+                    "loss {:.4} lr {:.2e} {:.1} cells/s",
+                    m.train_loss, m.lr, m.cells_per_s
                 ));
             }
+            Event::Checkpoint { .. } => {}
         }
-        Event::Step(m) => {
-            pb.set_position(m.step);
-            pb.set_message(format!(
-                "loss {:.4} lr {:.2e} {:.1} cells/s",
-                m.train_loss, m.lr, m.cells_per_s
-            ));
-            if let Some(v) = m.val_loss {
-                pb.println(format!(
-                    "update {}: train loss {:.4}, validation loss {v:.4}",
-                    m.step, m.train_loss
-                ));
-            }
-        }
-        Event::Checkpoint { step, dir } => {
-            pb.println(format!("update {step}: checkpoint {}", dir.display()));
+        if let Some(lines) = event_lines(&e) {
+            pb.println(lines);
         }
     })
     .map_err(pipeline_error)

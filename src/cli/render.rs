@@ -87,14 +87,8 @@ impl EventPrinter {
             } if self.verbose => {
                 let stage = self.stage;
                 let bar = self.bar.get_or_insert_with(|| {
-                    let pb = ProgressBar::new(total);
-                    if let Ok(style) = ProgressStyle::with_template(
-                        "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})",
-                    ) {
-                        pb.set_style(style.progress_chars("=> "));
-                    }
-                    pb.set_message(format!("{stage} {model}: {file}"));
-                    pb
+                    let t = "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta})";
+                    bar(true, total, t)
                 });
                 bar.set_length(total);
                 bar.set_message(format!("{stage} {model}: {file}"));
@@ -113,13 +107,40 @@ impl Drop for EventPrinter {
     }
 }
 
-fn progress(n: u64, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{spinner} {msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})",
-    ) {
+/// A progress bar of `len` steps drawn with `template` (indicatif's), or a hidden one when
+/// `shown` is false.
+pub(crate) fn bar(shown: bool, len: u64, template: &str) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
         pb.set_style(style.progress_chars("=> "));
     }
+    pb
+}
+
+fn progress(n: u64, what: &str) -> ProgressBar {
+    let pb = bar(
+        true,
+        n,
+        "{spinner} {msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})",
+    );
     pb.set_message(what.to_string());
     pb
+}
+
+/// Opens `--model` with `--genes`, showing a download's progress (when `verbose`).
+pub(crate) fn open_model(
+    model: &aido_pipeline::ModelSource,
+    genes: &Option<std::path::PathBuf>,
+    verbose: bool,
+) -> anyhow::Result<aido_pipeline::Pretrained> {
+    let mut events = EventPrinter::new(verbose, "download");
+    let options = aido_pipeline::OpenOptions {
+        genes: genes.clone(),
+        hub: None,
+    };
+    aido_pipeline::Pretrained::open(model, &options, &mut |e| events.show(e))
+        .map_err(pipeline_error)
 }
