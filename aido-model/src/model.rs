@@ -54,7 +54,7 @@ pub struct GeneEmbeddingConfig {
     /// Hidden size `H`.
     pub hidden_size: usize,
     /// Number of bins of the auto-discretization (`bin_num`; 100 in the released models, as
-    /// [`AidoCellConfig`](crate::AidoCellConfig) says).
+    /// [`AidoCellConfig`] says).
     #[config(default = 100)]
     pub bin_num: usize,
     /// `bin_alpha`: weight of the leaky-ReLU branch in the bin logits.

@@ -1,7 +1,7 @@
 //! Read-depth-aware pretraining as `aido pretrain` runs it: the configuration from defaults, a
 //! saved run, a TOML file and explicit settings ([`resolve_config`]), the cells from files or
 //! a packed corpus ([`open_corpus`]), and the loop on the backend a device names
-//! ([`pretrain_on`]; the loop itself is [`aido_train::pretrain`]).
+//! ([`pretrain_on`]; the loop itself is [`aido_train::pretrain()`]).
 
 use std::path::{Path, PathBuf};
 
@@ -225,7 +225,7 @@ pub fn event_lines(e: &aido_train::Event<'_>) -> Option<String> {
     }
 }
 
-/// Runs [`aido_train::pretrain`] on the backend `device` names, with `job.config.data_parallel`
+/// Runs [`aido_train::pretrain()`] on the backend `device` names, with `job.config.data_parallel`
 /// devices (CPU: peers sharing the processor; CUDA: GPUs 0..N) and activation checkpointing
 /// when the configuration asks for it.
 pub fn pretrain_on(
