@@ -254,7 +254,7 @@ pub fn cluster_cells(
     };
     let (out, mode, source) = match cells {
         Cells::Embedding { key, x } => {
-            check_finite(&x.to_owned(), &input, &key, obs)?;
+            check_finite(x, &input, &key, obs)?;
             let (n, d) = x.dim();
             on_event(Event::Note(format!(
                 "clustering obsm/{key} [{n} × {d}] of {input}"
@@ -806,7 +806,7 @@ pub fn evaluate(
         report.insert("confusion".into(), json!(r.confusion));
     }
     if let (Some(key), Some(m)) = (&options.embedding, embedding) {
-        check_finite(&m.to_owned(), &input, key, obs)?;
+        check_finite(m, &input, key, obs)?;
         let (n, d) = m.dim();
         let x = m.as_standard_layout();
         let x = x

@@ -44,13 +44,13 @@ pub fn obs_strings(c: &ObsColumn) -> Vec<String> {
 /// A matrix from an h5ad's `obsm`, refusing NaN/inf with the file, key and cell.
 pub fn obsm_matrix(file: &Path, key: &str, obs: &ObsTable) -> Result<Array2<f32>> {
     let m = aido_tokenize::h5ad::read_obsm(file, key)?;
-    check_finite(&m, &file.display(), key, obs)?;
+    check_finite(m.view(), &file.display(), key, obs)?;
     Ok(m)
 }
 
 /// Refuses a non-finite value of an embedding, naming the cell and column.
 pub fn check_finite(
-    m: &Array2<f32>,
+    m: ndarray::ArrayView2<'_, f32>,
     input: &dyn std::fmt::Display,
     key: &str,
     obs: &ObsTable,
