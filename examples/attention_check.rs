@@ -103,7 +103,7 @@ where
 /// Every parameter's gradient (module order) of the mean squared head output of the tiny
 /// fixture checkpoint on two deterministic cells.
 fn model_grads<B: AutodiffBackend>(device: &B::Device) -> Result<Vec<Vec<f32>>, String> {
-    let dir = aido::tokenize::shared::shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let dir = aido::tokenize::shared::testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let (model, cfg) =
         load_checkpoint::<B>(&dir, LoadMode::Full, device).map_err(|e| e.to_string())?;
     let s = cfg.seq_len();

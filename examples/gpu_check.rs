@@ -44,7 +44,7 @@ use aido::model::burn::tensor::{Distribution, Tensor, TensorData};
 use aido::model::embed::pool;
 use aido::model::load::{LoadMode, load_checkpoint};
 use aido::model::{AidoCellConfig, Cpu, Pooling, Precision};
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::{shared_path, testdata_path};
 use anyhow::{Context, Result, bail};
 
 struct Args {
@@ -238,7 +238,7 @@ fn pooled<B: Backend>(
 }
 
 fn fixture(case: &str) -> Result<(PathBuf, Vec<f32>, usize, Vec<u8>)> {
-    let dir = shared_path(&format!("fixtures/aido_cell/{case}"));
+    let dir = testdata_path(&format!("fixtures/aido_cell/{case}"));
     let bytes = std::fs::read(dir.join("cases.safetensors"))
         .with_context(|| format!("{}: cases.safetensors", dir.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;

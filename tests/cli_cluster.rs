@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use aido::tokenize::h5ad::{read_obs, read_obsm};
 use aido::tokenize::h5ad_edit::{H5adAdditions, write_input_plus};
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 use aido::tokenize::{ObsColumn, ReadOptions, open_source, read_all};
 use serde_json::Value;
 
@@ -46,7 +46,7 @@ fn report(p: &Path) -> Value {
 }
 
 fn zheng() -> PathBuf {
-    shared_path("data/zheng68k.h5ad")
+    testdata_path("data/zheng68k.h5ad")
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn expression_baseline_on_zheng68k_keeps_the_file_and_matches_scanpy() {
 #[test]
 fn embedding_with_batches_and_evaluate_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let cx = shared_path("data/cellxgene.h5ad");
+    let cx = testdata_path("data/cellxgene.h5ad");
     let base = dir.path().join("base.h5ad");
     ok(&run(
         &["cluster", "--expression", "--resolution", "1.0"],
@@ -324,7 +324,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
         &run(
             &["cluster", "--expression"],
             &[
-                ("--input", &shared_path("data/sciplex3.h5ad")),
+                ("--input", &testdata_path("data/sciplex3.h5ad")),
                 ("--output", &out),
             ],
         ),

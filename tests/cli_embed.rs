@@ -1,5 +1,5 @@
 //! `aido embed` end to end, against the outputs of the authors' PyTorch code stored in the
-//! parity fixtures (`../shared/fixtures/aido_cell/*/cases.safetensors`, see its README):
+//! parity fixtures (`testdata/fixtures/aido_cell/*/cases.safetensors`, see its README):
 //! raw counts in, `cell_embedding_mean` / `last_hidden_state` out.
 #![allow(clippy::unwrap_used)]
 
@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use aido::tokenize::h5::H5;
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 
 fn aido() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aido"))
 }
 
 fn fixture(case: &str) -> PathBuf {
-    shared_path(&format!("fixtures/aido_cell/{case}"))
+    testdata_path(&format!("fixtures/aido_cell/{case}"))
 }
 
 /// `(shape, values)` of an f32 tensor.
@@ -197,7 +197,7 @@ fn embed_errors_are_clear_and_leave_no_file() {
         &[
             &fixture("tiny_ln_nobias"),
             Path::new("--genes"),
-            &shared_path("data/OS_scRNA_gene_index.19264.tsv"),
+            &testdata_path("data/OS_scRNA_gene_index.19264.tsv"),
             Path::new("--input"),
             &input,
             Path::new("--output"),

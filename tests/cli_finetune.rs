@@ -11,7 +11,7 @@ use aido::model::burn::tensor::backend::Backend;
 use aido::model::{AidoCellConfig, Cpu, save_checkpoint};
 use aido::tokenize::h5ad::read_obs;
 use aido::tokenize::h5ad_edit::{H5adAdditions, write_input_plus};
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 use aido::tokenize::{ObsColumn, ReadOptions, open_source};
 use serde_json::Value;
 
@@ -42,7 +42,7 @@ fn fails_with(o: &Output, needles: &[&str]) {
 }
 
 fn zheng() -> PathBuf {
-    shared_path("data/zheng68k.h5ad")
+    testdata_path("data/zheng68k.h5ad")
 }
 
 /// A random 2-block encoder (H 32) over the first 200 genes of zheng68k, with its genes.tsv.
@@ -286,7 +286,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
                 ("--model", &good.join("classifier")),
                 (
                     "--input",
-                    &shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
+                    &testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
                 ),
                 ("--output", &pred),
             ],

@@ -306,14 +306,14 @@ fn data_parallel_run_logs_the_losses_of_the_accumulated_single_device_run() {
 
 #[test]
 fn normalized_input_is_refused_naming_the_value() {
-    // sci-Plex3 in ../shared is log-normalized (DATA.md): binomial thinning needs raw counts.
+    // sci-Plex3 in testdata/data is log-normalized (DATA.md): binomial thinning needs raw counts.
     let dir = tempfile::tempdir().unwrap();
     let o = aido()
         .arg("pretrain")
         .arg("--data")
-        .arg(aido::tokenize::shared::shared_path("data/sciplex3.h5ad"))
+        .arg(aido::tokenize::shared::testdata_path("data/sciplex3.h5ad"))
         .arg("--genes")
-        .arg(aido::tokenize::shared::shared_path(
+        .arg(aido::tokenize::shared::testdata_path(
             "data/OS_scRNA_gene_index.19264.tsv",
         ))
         .arg("--out")

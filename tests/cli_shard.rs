@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use aido::tokenize::GeneVocab;
 use aido::tokenize::h5ad_out::{H5adWriter, XMatrix};
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 use aido::tokenize::simulate::{SimulationConfig, simulate};
 
 fn aido(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
@@ -24,7 +24,7 @@ fn ok(o: &Output) {
 }
 
 fn model() -> PathBuf {
-    shared_path("fixtures/aido_cell/tiny_ln_nobias")
+    testdata_path("fixtures/aido_cell/tiny_ln_nobias")
 }
 
 /// 50 simulated cells over the fixture's 64 genes.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use aido::tokenize::GeneVocab;
 use aido::tokenize::h5ad_out::{H5adWriter, XMatrix};
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 use aido::tokenize::simulate::{SimulationConfig, simulate};
 
 /// SplitMix64: a small, seedable generator for choosing mutations.
@@ -323,7 +323,7 @@ fn mutated_inputs_are_refused_cleanly() {
     let mut rng = Rng(seed());
     let mut tally = Tally::default();
     let seeds = tempfile::tempdir().unwrap();
-    let vocab_path = shared_path("data/OS_scRNA_gene_index.19264.tsv");
+    let vocab_path = testdata_path("data/OS_scRNA_gene_index.19264.tsv");
     let vocab = GeneVocab::from_tsv(&vocab_path).unwrap();
     let genes: Vec<String> = vocab.names()[..300].to_vec();
 
@@ -376,7 +376,7 @@ fn mutated_inputs_are_refused_cleanly() {
         &mut rng,
     );
 
-    let tenx = shared_path("data/10x_v3_filtered_feature_bc_matrix.h5");
+    let tenx = testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5");
     let cmd = tokenize(vocab_path.clone(), &[]);
     fuzz_input(
         "10x h5",
@@ -431,7 +431,7 @@ fn mutated_inputs_are_refused_cleanly() {
     fuzz_input("csv", &csv, "", mutate_text, &cmd, &mut tally, &mut rng);
 
     // Checkpoints: `aido embed` with a mutated model folder.
-    let fixture = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let fixture = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let tiny = GeneVocab::from_tsv(fixture.join("genes.tsv")).unwrap();
     let cells = seeds.path().join("tiny_cells.h5ad");
     sim_h5ad(&cells, tiny.names(), 12);

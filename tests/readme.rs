@@ -1,7 +1,7 @@
 //! The README's library snippet is real: README.md shows exactly the code of
 //! `examples/readme_library.rs` between its `README:` markers, and that program (built by
 //! `cargo test` with the other examples) embeds a file with a fixture checkpoint from the
-//! authors' code (`../shared/fixtures/aido_cell/tiny_ln_nobias`).
+//! authors' code (`testdata/fixtures/aido_cell/tiny_ln_nobias`).
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::process::Command;
 
 use aido::tokenize::GeneVocab;
 use aido::tokenize::h5ad_out::{H5adWriter, XMatrix};
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 use aido::tokenize::simulate::{SimulationConfig, simulate};
 
 fn root() -> &'static Path {
@@ -51,7 +51,7 @@ fn example_binary(name: &str) -> PathBuf {
 
 #[test]
 fn readme_example_embeds_a_file() {
-    let model = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let model = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let genes = model.join("genes.tsv");
     let vocab = GeneVocab::from_tsv(&genes).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -98,7 +98,7 @@ fn annotate_file_example_fine_tunes_predicts_and_scores() {
     let main = &src[src.find("fn main()").unwrap()..];
     let lines = main[..main.find("\n}\n").unwrap()].lines().count() + 1;
     assert!(lines <= 40, "annotate_file's main has {lines} lines");
-    let model = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let model = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let vocab = GeneVocab::from_tsv(model.join("genes.tsv")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, seed: u64| {

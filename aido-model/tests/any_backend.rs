@@ -1,6 +1,6 @@
 //! The encoder runs on a burn backend this crate has no kernels for (`NdArray`): attention
 //! takes the generic path, the whole model reproduces the authors' outputs on the fixture
-//! checkpoint (`../shared/fixtures/aido_cell/tiny_ln_nobias/cases.safetensors`, 5e-5 as in the
+//! checkpoint (`testdata/fixtures/aido_cell/tiny_ln_nobias/cases.safetensors`, 5e-5 as in the
 //! fixtures README), and `Autodiff<NdArray>` gradients equal those of `Autodiff<Flex>` (whose
 //! kernels `tests/attention.rs` checks against the naive formula).
 #![allow(clippy::unwrap_used)]
@@ -11,7 +11,7 @@ use aido_model::burn::tensor::backend::Backend;
 use aido_model::burn::tensor::{Distribution, Tensor, TensorData};
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{Cpu, Embedder, Pooling};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
     t.into_data().convert::<f32>().into_vec().unwrap()
@@ -91,7 +91,7 @@ fn attention_and_gradients_on_ndarray_equal_the_cpu_kernels() {
 
 #[test]
 fn the_model_on_ndarray_reproduces_the_authors_outputs() {
-    let dir = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let dir = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let dev = Default::default();
     let (model, _) = load_checkpoint::<NdArray>(&dir, LoadMode::EncoderOnly, &dev).unwrap();
     let bytes = std::fs::read(dir.join("cases.safetensors")).unwrap();

@@ -160,7 +160,7 @@ fn backend_attention_and_autodiff_gradients_match_the_naive_formula() {
 #[test]
 fn whole_model_gradient_matches_finite_differences() {
     use aido_model::load::{LoadMode, load_checkpoint};
-    let dir = aido_tokenize::shared::shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let dir = aido_tokenize::shared::testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let dev = Default::default();
     let (m_ad, _) = load_checkpoint::<Ad>(&dir, LoadMode::Full, &dev).unwrap();
     let (m, _) = load_checkpoint::<Cpu>(&dir, LoadMode::Full, &dev).unwrap();

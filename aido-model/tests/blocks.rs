@@ -1,18 +1,18 @@
 //! Blocks built alone from their own configs (`LayerConfig`, `GeneEmbeddingConfig`,
 //! `MlpConfig`) take a checkpoint's weights and reproduce the authors' per-layer hidden states:
 //! `hidden_states_{l+1} = Layer_l(hidden_states_l)` (the last one after the final norm) and `hidden_states_0 = GeneEmbedding(values)
-//! + positions`, from `../shared/fixtures/aido_cell/*/cases.safetensors` (PyTorch,
+//! + positions`, from `testdata/fixtures/aido_cell/*/cases.safetensors` (PyTorch,
 //! `output_hidden_states=True`). Tolerance 5e-5 as in the fixtures README.
 #![allow(clippy::unwrap_used)]
 
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{Cpu, GeneEmbeddingConfig, LayerConfig, MlpConfig};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 
 fn fixture(folder: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(shared_path(&format!(
+    let bytes = std::fs::read(testdata_path(&format!(
         "fixtures/aido_cell/{folder}/cases.safetensors"
     )))
     .unwrap();
@@ -39,7 +39,7 @@ fn max_diff<const D: usize>(got: Tensor<Cpu, D>, want: &[f32]) -> f32 {
 fn blocks_from_their_configs_reproduce_the_authors_layers() {
     let dev = Default::default();
     for folder in ["tiny_ln_nobias", "tiny_rms_bias"] {
-        let dir = shared_path(&format!("fixtures/aido_cell/{folder}"));
+        let dir = testdata_path(&format!("fixtures/aido_cell/{folder}"));
         let (model, cfg) = load_checkpoint::<Cpu>(&dir, LoadMode::EncoderOnly, &dev).unwrap();
         let bert = model.bert;
         // The value embedding, built alone.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use aido_model::{Cpu, LoadMode, ModelError, load_checkpoint};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 
 /// Copies the tiny LayerNorm checkpoint into `dir`, editing its tensors with `edit`.
 fn variant(
@@ -13,7 +13,7 @@ fn variant(
     edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<u8>)>),
     config: Option<&str>,
 ) {
-    let src = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let src = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut t: HashMap<String, (Vec<usize>, Vec<u8>)> = st
@@ -106,8 +106,10 @@ fn shape_and_config_disagreements() {
         matches!(&e, ModelError::Shape { key, .. } if key == "bert.encoder.layer.0.attention.self.key.weight"),
         "{e}"
     );
-    let cfg = std::fs::read_to_string(shared_path("fixtures/aido_cell/tiny_ln_nobias/config.json"))
-        .unwrap();
+    let cfg = std::fs::read_to_string(testdata_path(
+        "fixtures/aido_cell/tiny_ln_nobias/config.json",
+    ))
+    .unwrap();
     let d = tempfile::tempdir().unwrap();
     variant(
         d.path(),

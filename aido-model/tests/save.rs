@@ -1,11 +1,11 @@
 //! `save_checkpoint` writes what the authors' files hold: every tensor of the fixture
-//! checkpoints (`../shared/fixtures/aido_cell/*/model.safetensors`) is written back under the
+//! checkpoints (`testdata/fixtures/aido_cell/*/model.safetensors`) is written back under the
 //! same key with the same shape and values, and the folder loads again.
 #![allow(clippy::unwrap_used)]
 
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{AidoCellConfig, Cpu, save_checkpoint};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 
 fn tensors(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
@@ -22,7 +22,7 @@ fn tensors(path: &std::path::Path) -> Vec<(String, Vec<usize>, Vec<u8>)> {
 #[test]
 fn saved_checkpoints_equal_the_fixture_files_and_load_again() {
     for case in ["tiny_ln_nobias", "tiny_rms_bias"] {
-        let src = shared_path(&format!("fixtures/aido_cell/{case}"));
+        let src = testdata_path(&format!("fixtures/aido_cell/{case}"));
         let dev = Default::default();
         let (model, cfg) = load_checkpoint::<Cpu>(&src, LoadMode::Full, &dev).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -58,7 +58,7 @@ fn saved_checkpoints_equal_the_fixture_files_and_load_again() {
 /// refused, naming the field; the released checkpoints (no recorded config) load as before.
 #[test]
 fn weights_beside_a_foreign_config_are_refused() {
-    let src = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let src = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let dev = Default::default();
     let (model, cfg) = load_checkpoint::<Cpu>(&src, LoadMode::Full, &dev).unwrap();
     assert!(

@@ -43,7 +43,7 @@ pub mod io_util;
 pub mod mtx;
 pub mod preprocess;
 pub mod safetensors_out;
-// Internal (locating `../shared`): public only for this workspace's tests, not a stable API.
+// Internal (locating `testdata/` and `../shared`): public only for this workspace's tests, not a stable API.
 #[doc(hidden)]
 pub mod shared;
 pub mod simulate;

@@ -1,5 +1,5 @@
 //! The input file plus results (`h5ad_edit::write_input_plus`): on the real files of
-//! `../shared/data` (written by anndata/h5py) and on a file this crate wrote, every input
+//! `testdata/data` (written by anndata/h5py) and on a file this crate wrote, every input
 //! object reads back unchanged and the additions are there. (anndata 0.12.19 reading the
 //! outputs was checked by hand: see aido-eval's docs; CI has no Python.)
 #![allow(clippy::unwrap_used)]
@@ -7,7 +7,7 @@
 use aido_tokenize::h5ad::{read_obs, read_obsm};
 use aido_tokenize::h5ad_edit::{H5adAdditions, SparseCsr, UnsValue, write_input_plus};
 use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 use aido_tokenize::simulate::{SimulationConfig, simulate, synthetic_gene_names};
 use aido_tokenize::{ObsColumn, ReadOptions, open_source, read_all};
 use ndarray::Array2;
@@ -147,9 +147,9 @@ fn check(input: &std::path::Path) {
 
 #[test]
 fn real_anndata_files_keep_everything() {
-    check(&shared_path("data/zheng68k.h5ad"));
-    check(&shared_path("data/cellxgene.h5ad"));
-    check(&shared_path("data/sciplex3.h5ad"));
+    check(&testdata_path("data/zheng68k.h5ad"));
+    check(&testdata_path("data/cellxgene.h5ad"));
+    check(&testdata_path("data/sciplex3.h5ad"));
     // written by anndata 0.12.19 with layers, raw, obsm, varm, obsp, varp and nested uns
     // (tools/reference/make_anndata_full.py)
     check(std::path::Path::new(concat!(
@@ -178,7 +178,7 @@ fn own_files_keep_everything() {
 fn bad_additions_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.h5ad");
-    let input = shared_path("data/zheng68k.h5ad");
+    let input = testdata_path("data/zheng68k.h5ad");
     let mut a = additions(165, 9621);
     a.obsm.push(("X_bad".into(), Array2::zeros((10, 2))));
     let e = write_input_plus(&input, &out, &a).unwrap_err().to_string();

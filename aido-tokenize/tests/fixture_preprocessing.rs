@@ -1,12 +1,12 @@
 //! Preprocessing against the authors' own `preprocess_counts`, whose outputs are stored in the
-//! parity fixtures (`../shared/fixtures/aido_cell/*/cases.safetensors`: `counts` → `input_values`).
+//! parity fixtures (`testdata/fixtures/aido_cell/*/cases.safetensors`: `counts` → `input_values`).
 #![allow(clippy::unwrap_used)]
 
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 use aido_tokenize::{GeneVocab, PreprocessConfig};
 
 fn load(rel: &str) -> (Vec<usize>, std::collections::HashMap<String, Vec<f32>>) {
-    let bytes = std::fs::read(shared_path(rel)).unwrap();
+    let bytes = std::fs::read(testdata_path(rel)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut m = std::collections::HashMap::new();
     let mut shape = vec![];
@@ -78,7 +78,7 @@ fn depth_floor_applies_only_below_1e5() {
 #[test]
 fn tiny_genes_tsv_is_a_64_gene_panel() {
     let v =
-        GeneVocab::from_tsv(shared_path("fixtures/aido_cell/tiny_ln_nobias/genes.tsv")).unwrap();
+        GeneVocab::from_tsv(testdata_path("fixtures/aido_cell/tiny_ln_nobias/genes.tsv")).unwrap();
     assert_eq!(v.len(), 64);
     assert_eq!(v.names()[63], "ABCD2");
 }

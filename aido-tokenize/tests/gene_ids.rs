@@ -7,14 +7,14 @@
 //!   `ensembl` tables for the genes named below);
 //! - HGNC's renaming of ARNTL to BMAL1 (2019) and NCBI's TP53 record (Ensembl
 //!   ENSG00000141510);
-//! - Cell Ranger's own id/name pairs in the 10x test matrix (`../shared/data`, GENCODE-based,
+//! - Cell Ranger's own id/name pairs in the 10x test matrix (`testdata/data`, GENCODE-based,
 //!   not derived from org.Hs.eg.db).
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 
 use aido_tokenize::gene_ids::{SymbolHit, looks_like_ensembl};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 use aido_tokenize::{
     AlignOptions, GeneAlignment, GeneIdMode, GeneIdTable, GeneVocab, ReadOptions, TokenizeError,
     open_source,
@@ -119,9 +119,9 @@ fn routes_and_precedence() {
 
 #[test]
 fn forced_symbol_mode_on_ensembl_names_says_what_to_do() {
-    let vocab = GeneVocab::from_tsv(shared_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
+    let vocab = GeneVocab::from_tsv(testdata_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
     let src = open_source(
-        shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
+        testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
         &ReadOptions {
             gene_column: Some("id".into()),
             layer: None,
@@ -154,10 +154,10 @@ fn forced_symbol_mode_on_ensembl_names_says_what_to_do() {
 /// about as many genes as the symbol route on `name`, and the same genes at the same positions.
 #[test]
 fn ensembl_route_matches_symbol_route_on_10x_features() {
-    let vocab = GeneVocab::from_tsv(shared_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
+    let vocab = GeneVocab::from_tsv(testdata_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
     let open = |col: &str| {
         open_source(
-            shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
+            testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
             &ReadOptions {
                 gene_column: Some(col.into()),
                 layer: None,
@@ -211,7 +211,7 @@ fn whole_vocabulary_through_its_ensembl_ids() {
     // Every vocabulary symbol that is the official symbol of a gene with exactly one Ensembl id
     // (and that id of no other gene), renamed to that id, comes back to its own position.
     use std::io::Read;
-    let vocab = GeneVocab::from_tsv(shared_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
+    let vocab = GeneVocab::from_tsv(testdata_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap();
     let t = GeneIdTable::builtin();
     let gz =
         std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/gene_ids.tsv.gz")).unwrap();

@@ -1,18 +1,18 @@
-//! Readers, alignment and preprocessing on the real files in `../shared/data`.
+//! Readers, alignment and preprocessing on the real files in `testdata/data`.
 //!
 //! Expected numbers come from outside this code: they were computed once with anndata 0.12,
 //! h5py and scipy (PyPI) by `tools/reference/data_layer_refs.py`, or come from the authors'
-//! PyTorch preprocessing stored in `../shared/fixtures/aido_cell/aido_cell_3m_random/cases.safetensors`.
+//! PyTorch preprocessing stored in `testdata/fixtures/aido_cell/aido_cell_3m_random/cases.safetensors`.
 #![allow(clippy::unwrap_used)]
 
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 use aido_tokenize::{
     CellSource, EmptyCellPolicy, GeneIdMode, GeneVocab, NonIntegerPolicy, ObsColumn, ReadOptions,
     TokenizeError, TokenizeOptions, Tokenizer, open_source, read_all,
 };
 
 fn vocab() -> GeneVocab {
-    GeneVocab::from_tsv(shared_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap()
+    GeneVocab::from_tsv(testdata_path("data/OS_scRNA_gene_index.19264.tsv")).unwrap()
 }
 
 fn tokenize_all(
@@ -42,7 +42,7 @@ fn exact() -> TokenizeOptions {
 }
 
 fn fixture_3m() -> safetensors::SafeTensors<'static> {
-    let bytes = std::fs::read(shared_path(
+    let bytes = std::fs::read(testdata_path(
         "fixtures/aido_cell/aido_cell_3m_random/cases.safetensors",
     ))
     .unwrap();
@@ -69,7 +69,7 @@ fn vocabulary_is_the_19264_gene_list_in_file_order() {
 
 #[test]
 fn zheng68k_reads_like_anndata() {
-    let path = shared_path("data/zheng68k.h5ad");
+    let path = testdata_path("data/zheng68k.h5ad");
     let mut src = open_source(&path, &ReadOptions::default()).unwrap();
     // anndata: 165 × 9621, nnz 96,500, sum 246,289, first/last obs names, first var name.
     assert_eq!(src.n_cells(), 165);
@@ -101,7 +101,8 @@ fn zheng68k_reads_like_anndata() {
 #[test]
 fn zheng68k_tokens_match_the_authors_preprocessing() {
     let v = vocab();
-    let mut src = open_source(shared_path("data/zheng68k.h5ad"), &ReadOptions::default()).unwrap();
+    let mut src =
+        open_source(testdata_path("data/zheng68k.h5ad"), &ReadOptions::default()).unwrap();
     // The authors' preprocessing aligns by exact symbol only.
     let mut tok = Tokenizer::new(src.as_mut(), &v, exact()).unwrap();
     let rep = tok.report().clone();
@@ -145,7 +146,11 @@ fn zheng68k_tokens_match_the_authors_preprocessing() {
 #[test]
 fn cellxgene_uses_feature_name_index_and_matches_numpy() {
     let v = vocab();
-    let mut src = open_source(shared_path("data/cellxgene.h5ad"), &ReadOptions::default()).unwrap();
+    let mut src = open_source(
+        testdata_path("data/cellxgene.h5ad"),
+        &ReadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(src.gene_column(), "var/feature_name (index)");
     assert_eq!(src.n_cells(), 220);
     assert_eq!(src.obs().names[0], "decidua_111069");
@@ -177,7 +182,7 @@ fn cellxgene_uses_feature_name_index_and_matches_numpy() {
     assert!(rows.iter().all(|r| r[19_264] == 5.0 && r[19_265] == 5.0));
     // Same file, naming the column explicitly.
     let src2 = open_source(
-        shared_path("data/cellxgene.h5ad"),
+        testdata_path("data/cellxgene.h5ad"),
         &ReadOptions {
             gene_column: Some("feature_name".into()),
             layer: None,
@@ -190,11 +195,11 @@ fn cellxgene_uses_feature_name_index_and_matches_numpy() {
 #[test]
 fn tenx_h5_and_mtx_folder_give_the_same_matrix() {
     let h5 = open_source(
-        shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
+        testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
         &ReadOptions::default(),
     );
     let mtx = open_source(
-        shared_path("data/10x_v3_filtered_feature_bc_matrix"),
+        testdata_path("data/10x_v3_filtered_feature_bc_matrix"),
         &ReadOptions::default(),
     );
     let (mut h5, mut mtx) = (h5.unwrap(), mtx.unwrap());
@@ -214,7 +219,7 @@ fn tenx_h5_and_mtx_folder_give_the_same_matrix() {
     assert_eq!(a.to_dense(507), b.to_dense(507));
     // Gene ids as the alternative column.
     let ids = open_source(
-        shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
+        testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
         &ReadOptions {
             gene_column: Some("id".into()),
             layer: None,
@@ -228,7 +233,7 @@ fn tenx_h5_and_mtx_folder_give_the_same_matrix() {
 fn tenx_alignment_and_empty_cells() {
     let v = vocab();
     let mut src = open_source(
-        shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
+        testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"),
         &ReadOptions::default(),
     )
     .unwrap();
@@ -252,7 +257,7 @@ fn tenx_alignment_and_empty_cells() {
 #[test]
 fn sciplex3_log_normalized_values_are_flagged() {
     let v = vocab();
-    let path = shared_path("data/sciplex3.h5ad");
+    let path = testdata_path("data/sciplex3.h5ad");
     let mut src = open_source(&path, &ReadOptions::default()).unwrap();
     let (rows, _, _) = tokenize_all(src.as_mut(), &v, TokenizeOptions::default());
     assert_eq!(rows.len(), 2247);
