@@ -8,7 +8,8 @@
 //! Prints one JSON line: seconds per cell (forward only, like the anchor), whole-process
 //! seconds, peak RSS (`VmHWM`), and, when the file has the reference `last_hidden_state` of
 //! cell 0, the max |Δ| against it. The last argument is the compute precision
-//! (`aido_model::Precision`, default f32).
+//! (`aido_model::Precision`, default f32). The JSON names the attention kernel path the
+//! forward took and the threads (rayon's global pool: `RAYON_NUM_THREADS`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -62,6 +63,14 @@ fn main() -> Result<()> {
         }
     }
     let dt = t0.elapsed().as_secs_f64() / n_cells as f64;
+    // Which attention kernels the forward took (the counters of aido_model::attention).
+    let attention_kernel = if aido::model::attention::cpu_bf16_kernel_runs() > 0 {
+        aido::kernels::KernelPath::detect_bf16().to_string()
+    } else if aido::model::attention::cpu_kernel_runs() > 0 {
+        aido::kernels::KernelPath::detect().to_string()
+    } else {
+        "generic".to_string()
+    };
     let diff = reference.map(|r| {
         r.iter()
             .zip(&first)
@@ -76,6 +85,7 @@ fn main() -> Result<()> {
             "peak_rss_gb": aido::process::peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
             "seq": s, "hidden": cfg.hidden_size, "layers": cfg.num_hidden_layers,
             "heads": cfg.num_attention_heads, "precision": precision.as_str(),
+            "attention_kernel": attention_kernel, "threads": rayon::current_num_threads(),
             "last_hidden_first_row_head": &first[..4.min(first.len())],
             "max_abs_diff_vs_reference_cell0": diff,
         })

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example full_context_step -- --model DIR --input FILE --genes GENES.tsv
-//!     [--mask-seed 0] [--checkpointing] [--lr 1e-4]
+//!     [--mask-seed 0] [--checkpointing] [--lr 1e-4] [--precision f32|bf16]
 //! ```
 //! Prints one JSON line: `seconds` (the step: forward, loss, backward, optimizer update),
 //! `loss` (masked MSE before the update), the sequence length, how many positions were masked,
@@ -35,12 +35,14 @@ struct Args {
     mask_seed: u64,
     checkpointing: bool,
     lr: f64,
+    precision: aido::model::Precision,
 }
 
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
     let (mut model, mut input, mut genes) = (None, None, None);
     let (mut mask_seed, mut checkpointing, mut lr) = (0u64, false, 1e-4f64);
+    let mut precision = aido::model::Precision::F32;
     while let Some(a) = it.next() {
         let mut val = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -50,10 +52,11 @@ fn parse() -> Result<Args> {
             "--mask-seed" => mask_seed = val()?.parse()?,
             "--lr" => lr = val()?.parse()?,
             "--checkpointing" => checkpointing = true,
+            "--precision" => precision = val()?.parse()?,
             o => bail!("unknown argument {o}"),
         }
     }
-    let usage = "usage: full_context_step --model DIR --input FILE --genes GENES.tsv [--mask-seed N] [--checkpointing] [--lr LR]";
+    let usage = "usage: full_context_step --model DIR --input FILE --genes GENES.tsv [--mask-seed N] [--checkpointing] [--lr LR] [--precision f32|bf16]";
     Ok(Args {
         model: model.context(usage)?,
         input: input.context(usage)?,
@@ -61,6 +64,7 @@ fn parse() -> Result<Args> {
         mask_seed,
         checkpointing,
         lr,
+        precision,
     })
 }
 
@@ -79,7 +83,8 @@ fn load<B: AutodiffBackend>(a: &Args, device: &B::Device) -> Result<(AidoCell<B>
 
 fn step<B: AutodiffBackend>(a: &Args) -> Result<serde_json::Value> {
     let device = B::Device::default();
-    let (model, pretrained_head) = load::<B>(a, &device)?;
+    let (mut model, pretrained_head) = load::<B>(a, &device)?;
+    model.bert.set_precision(a.precision)?;
     // The first cell of the file: its aligned raw counts.
     let vocab = GeneVocab::from_tsv(&a.genes)?;
     let mut source = open_source(&a.input, &ReadOptions::default())?;
@@ -128,6 +133,8 @@ fn step<B: AutodiffBackend>(a: &Args) -> Result<serde_json::Value> {
         "masked": example.n_masked,
         "downsampled": example.n_downsampled == 1,
         "checkpointing": a.checkpointing,
+        "precision": a.precision.as_str(),
+        "bf16_attention_kernel_calls": aido::model::attention::cpu_bf16_kernel_runs(),
         "head": if pretrained_head { "checkpoint" } else { "random-init" },
         "peak_rss_gb": aido::process::peak_rss_gb().map(|g| (g * 1000.0).round() / 1000.0),
     }))

@@ -14,6 +14,7 @@
 //!   or Hugging Face id, then embed, annotate, cluster, perturb cells in memory or in files.
 
 pub use aido_eval as eval;
+pub use aido_kernels as kernels;
 pub use aido_model as model;
 pub use aido_pipeline as pipeline;
 pub use aido_rda as rda;

@@ -8,13 +8,18 @@
 //! one line per (dtype, direction, head dim) with the median and minimum wall time over the
 //! repetitions (after one warm-up call) and GFLOP/s of the median.
 //!
+//! Then, per path, the softmax exponential alone (`aido_kernels::exp2_in_place`, the kernels'
+//! own instructions) over `bh·seq²` values, cache-resident, on the same threads, as a share
+//! of the forward and backward times (each pass evaluates one exponential per score): an
+//! upper bound of what the exponentials cost inside the kernels.
+//!
 //! FLOP convention (FlashAttention-2's): forward `4·bh·seq²·head_dim` (two matrix products),
 //! backward `10·bh·seq²·head_dim` (five products; the scores and `P` are recomputed, which
 //! is not counted).
 
 use aido_kernels::{
-    AttnShape, KernelPath, f32_slice_to_bf16, flash_backward_bf16_with, flash_backward_with,
-    flash_forward_bf16_with, flash_forward_with,
+    AttnShape, KernelPath, exp2_in_place, f32_slice_to_bf16, flash_backward_bf16_with,
+    flash_backward_with, flash_forward_bf16_with, flash_forward_with,
 };
 use std::time::Instant;
 
@@ -107,25 +112,49 @@ fn main() {
                 "{dtype:>4} {dir:<8} d={d:<3} median {med:8.4} s  min {min:8.4} s  {:7.1} GFLOP/s",
                 flops / med / 1e9
             );
+            med
+        };
+        // The exponential alone: bh·seq² evaluations (one per score, as each pass computes),
+        // in cache-resident chunks of scores in the softmax's range, on the same threads.
+        let exp_time = |path: KernelPath| {
+            const CHUNK: usize = 16_384;
+            let chunks = (bh * seq * seq).div_ceil(CHUNK);
+            time(reps, || {
+                use rayon::prelude::*;
+                // Filled once per thread; later calls take 2^x of the previous results
+                // (values in (0, 2]: the same instructions, no special cases).
+                (0..chunks).into_par_iter().for_each_init(
+                    || {
+                        (0..CHUNK)
+                            .map(|j| -((j % 64) as f32) * 0.25)
+                            .collect::<Vec<f32>>()
+                    },
+                    |buf, _| {
+                        exp2_in_place(path, buf).expect("exp2 path supported");
+                        std::hint::black_box(&buf);
+                    },
+                );
+            })
+            .0
         };
         pool.install(|| {
             let t = time(reps, || {
                 flash_forward_with(f32_path, &q, &k, &v, shape, scale, &mut out, &mut lse)
                     .expect("f32 forward failed");
             });
-            line("f32", "forward", t, 4.0 * work);
+            let f32_fwd = line("f32", "forward", t, 4.0 * work);
             let t = time(reps, || {
                 flash_backward_with(
                     f32_path, &q, &k, &v, &out, &g, &lse, shape, scale, &mut dq, &mut dk, &mut dv,
                 )
                 .expect("f32 backward failed");
             });
-            line("f32", "backward", t, 10.0 * work);
+            let f32_bwd = line("f32", "backward", t, 10.0 * work);
             let t = time(reps, || {
                 flash_forward_bf16_with(bf16_path, &qh, &kh, &vh, shape, scale, &mut out, &mut lse)
                     .expect("bf16 forward failed");
             });
-            line("bf16", "forward", t, 4.0 * work);
+            let bf16_fwd = line("bf16", "forward", t, 4.0 * work);
             let t = time(reps, || {
                 flash_backward_bf16_with(
                     bf16_path, &qh, &kh, &vh, &out, &gh, &lse, shape, scale, &mut dq, &mut dk,
@@ -133,7 +162,19 @@ fn main() {
                 )
                 .expect("bf16 backward failed");
             });
-            line("bf16", "backward", t, 10.0 * work);
+            let bf16_bwd = line("bf16", "backward", t, 10.0 * work);
+            // Each pass evaluates one exponential per score (the backward recomputes P).
+            for (dtype, path, fwd, bwd) in [
+                ("f32", f32_path, f32_fwd, f32_bwd),
+                ("bf16", bf16_path, bf16_fwd, bf16_bwd),
+            ] {
+                let e = exp_time(path);
+                println!(
+                    "{dtype:>4} exp2     d={d:<3} {e:8.4} s for bh·seq² values ({path}): {:.0}% of the forward, {:.0}% of the backward",
+                    100.0 * e / fwd,
+                    100.0 * e / bwd
+                );
+            }
         });
     }
 }

@@ -579,3 +579,15 @@ pub fn flash_backward_bf16_with(
     );
     Ok(())
 }
+
+/// `x[i] = 2^x[i]` with the exponential the kernels of `path` use in their softmax (the
+/// same instructions; accurate to ~2e-7 relative for `x ≤ 127`, `-inf` → 0). For benchmarks
+/// that measure the exponential's share of the attention time
+/// (`examples/bf16_attention_bench`); the kernels do not call it.
+pub fn exp2_in_place(path: KernelPath, x: &mut [f32]) -> Result<(), KernelError> {
+    if !path.is_supported() {
+        return Err(KernelError::UnsupportedPath(path));
+    }
+    simd::exp2_in_place(path, x);
+    Ok(())
+}

@@ -10,7 +10,7 @@ use aido_model::burn::module::AutodiffModule;
 use aido_model::burn::tensor::{DType, Tensor, TensorData};
 use aido_model::load::{LoadMode, load_checkpoint};
 use aido_model::{AidoCell, Cpu, ModelError, Precision};
-use aido_tokenize::shared::shared_path;
+use aido_tokenize::shared::testdata_path;
 
 type Ad = Autodiff<Cpu>;
 
@@ -51,7 +51,7 @@ fn rel_err(got: &[f32], want: &[f32]) -> f64 {
 #[test]
 fn bf16_gradients_are_f32_and_track_the_f32_gradients() {
     let dev = Default::default();
-    let dir = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let dir = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let (model, cfg) = load_checkpoint::<Ad>(&dir, LoadMode::Full, &dev).unwrap();
     let s = cfg.seq_len();
     let values: Vec<f32> = (0..2 * s)
@@ -61,7 +61,18 @@ fn bf16_gradients_are_f32_and_track_the_f32_gradients() {
     let want = grads(&model, x());
     let mut low = model.clone();
     low.bert.set_precision(Precision::Bf16).unwrap();
+    let runs = aido_model::attention::cpu_bf16_kernel_runs();
     let got = grads(&low, x());
+    // Forward and backward of every layer on the bf16 kernels where the CPU has AVX512-BF16
+    // (else f32 kernels on rounded-up inputs: reported as not run).
+    let ran = aido_model::attention::cpu_bf16_kernel_runs() - runs;
+    if aido_kernels::KernelPath::Avx512Bf16.is_supported() {
+        let layers = model.bert.encoder.layer.len();
+        assert!(ran >= 2 * layers, "bf16 kernels ran {ran} times");
+        eprintln!("bf16 attention path avx512-bf16 (forward and backward): ran ({ran} calls)");
+    } else {
+        eprintln!("bf16 attention path avx512-bf16: NOT RUN (this CPU lacks AVX512-BF16)");
+    }
     assert_eq!(got.len(), want.len());
     let mut worst = 0.0f64;
     let mut differs = false;
@@ -99,7 +110,7 @@ fn bf16_gradients_are_f32_and_track_the_f32_gradients() {
 
 #[test]
 fn a_backend_without_bf16_is_refused_by_name() {
-    let dir = shared_path("fixtures/aido_cell/tiny_ln_nobias");
+    let dir = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
     let (mut model, _) =
         load_checkpoint::<NdArray>(&dir, LoadMode::EncoderOnly, &Default::default()).unwrap();
     let err = model.bert.set_precision(Precision::Bf16).unwrap_err();

@@ -281,11 +281,21 @@ impl Workspace16 {
 // Forward
 // ---------------------------------------------------------------------------------------
 
+/// Lanes of both bf16 paths (`S::W` of the AVX-512 and the portable backends): the width the
+/// forward's V panels are packed to, once per (b, h), before the tasks start.
+const BF16_W: usize = 16;
+
+/// Rows of V packed ahead: `round_up(seq, V_ROWS)` covers every key block's `n_eff`
+/// (`FWD_BK` and the tasks' `RQ` divide it).
+const V_ROWS: usize = 8;
+
 /// One bf16 forward task: a block of query rows of one (b, h).
 pub(crate) struct FwdTask16<'a> {
     q: &'a [u16],
     k: &'a [u16],
-    v: &'a [u16],
+    /// V of this (b, h) as key-pair rows ([`pack_row_pairs`] with `dp = round_up(d, BF16_W)`,
+    /// `round_up(seq, V_ROWS)` rows, zero-padded): shared by every query block of the head.
+    vp: &'a [u16],
     seq: usize,
     d: usize,
     q0: usize,
@@ -323,10 +333,12 @@ unsafe fn fwd_task16<
     let rows_eff = round_up(rows, qc);
     let bk = FWD_BK;
     debug_assert!(RQ.is_multiple_of(2) && bk.is_multiple_of(RQ) && qc.is_multiple_of(RP));
+    debug_assert!(w == BF16_W && V_ROWS.is_multiple_of(RQ) && bk.is_multiple_of(V_ROWS));
+    debug_assert!(t.vp.len() >= round_up(t.seq, V_ROWS) * dp);
 
-    let ([ob, m, l, st, al], [qt, kb, vt, pt]) = ws.slices(
+    let ([ob, m, l, st, al], [qt, kb, pt]) = ws.slices(
         [rows_eff * dp, rows_eff, rows_eff, bk * qc, qc],
-        [rows_eff * d2, bk * d2, bk * dp, bk * qc],
+        [rows_eff * d2, bk * d2, bk * qc],
     );
     pack_pair_panels(&t.q[t.q0 * d..(t.q0 + rows) * d], d, rows, rows_eff, qc, qt);
     ob.fill(0.0);
@@ -338,11 +350,13 @@ unsafe fn fwd_task16<
         let n = bk.min(t.seq - k0);
         let n_eff = round_up(n, RQ);
         let kr = k0 * d..(k0 + n) * d;
-        let (kp, ldk) = rows_or_pad16(&t.k[kr.clone()], d, d2, n, n_eff, kb);
-        pack_row_pairs(&t.v[kr], d, dp, n, n_eff, vt);
+        let (kp, ldk) = rows_or_pad16(&t.k[kr], d, d2, n, n_eff, kb);
+        // This block's pair rows of the pre-packed V (k0 is even).
+        let vt = &t.vp[k0 * dp..];
         for c0 in (0..rows_eff).step_by(qc) {
             // SAFETY: kp has n_eff rows of stride ldk ≥ d2 u16; qt holds rows_eff/qc panels
-            // of dh·2qc u16; vt holds n_eff/2 pair rows of 2dp u16; st has n_eff ≤ bk rows of
+            // of dh·2qc u16; vt holds n_eff/2 pair rows of 2dp u16 (vp is padded to
+            // round_up(seq, V_ROWS) ≥ k0 + n_eff rows); st has n_eff ≤ bk rows of
             // qc floats and pt n_eff/2 rows of 2qc u16; m, l have rows_eff ≥ c0 + qc entries,
             // al has qc; ob has rows_eff rows of dp floats. ISA of S guaranteed by the caller.
             unsafe {
@@ -476,6 +490,13 @@ pub(crate) fn forward_bf16(
     } = shape;
     let kern = select_fwd16(path, d);
     let plane = seq * d;
+    // V as key-pair rows, packed once per (b, h) rather than by every query block.
+    let dp = round_up(d, BF16_W);
+    let vplane = round_up(seq, V_ROWS) * dp;
+    let mut vp = vec![0u16; shape.bh * vplane];
+    vp.par_chunks_mut(vplane)
+        .zip(v.par_chunks(plane))
+        .for_each(|(dst, src)| pack_row_pairs(src, d, dp, seq, round_up(seq, V_ROWS), dst));
     let mut tasks = Vec::new();
     for (b, (ob, lb)) in out.chunks_mut(plane).zip(lse.chunks_mut(seq)).enumerate() {
         for (qi, (oc, lc)) in ob
@@ -492,8 +513,8 @@ pub(crate) fn forward_bf16(
             let r = b * plane..(b + 1) * plane;
             let t = FwdTask16 {
                 q: &q[r.clone()],
-                k: &k[r.clone()],
-                v: &v[r],
+                k: &k[r],
+                vp: &vp[b * vplane..(b + 1) * vplane],
                 seq,
                 d,
                 q0,
@@ -527,6 +548,10 @@ pub(crate) struct BwdCtx16<'a> {
     lse: &'a [f32],
     /// `D_i = dout_i · out_i` (f32).
     delta: &'a [f32],
+    /// Q and dO of this (b, h) as query-pair rows ([`pack_row_pairs`], `dp = round_up(d,
+    /// BF16_W)`, `round_up(seq, V_ROWS)` rows, zero-padded), packed once for every key block.
+    qrp: &'a [u16],
+    dorp: &'a [u16],
     /// dQ of this (b, h) in blocks of `BWD_BQ` rows, each behind its own lock.
     dq: &'a [Mutex<&'a mut [f32]>],
     seq: usize,
@@ -637,7 +662,9 @@ unsafe fn bwd_task16<
     let bq = BWD_BQ;
     debug_assert!(RQ.is_multiple_of(2) && BWD_BK.is_multiple_of(kc) && n_eff.is_multiple_of(RP));
 
-    let ([l2, dd, acc], [kt, vt, kr, qb, dob, qr, dor, pp, dsp, dsr]) = ws.slices(
+    debug_assert!(w == BF16_W && V_ROWS.is_multiple_of(RQ) && bq.is_multiple_of(V_ROWS));
+    debug_assert!(c.qrp.len() >= round_up(c.seq, V_ROWS) * dp && c.dorp.len() == c.qrp.len());
+    let ([l2, dd, acc], [kt, vt, kr, qb, dob, pp, dsp, dsr]) = ws.slices(
         [bq, bq, 2 * n_eff * dp + bq * dp],
         [
             n_eff * d2,
@@ -645,8 +672,6 @@ unsafe fn bwd_task16<
             n_eff * dp,
             bq * d2,
             bq * d2,
-            bq * dp,
-            bq * dp,
             bq * ldp,
             bq * ldp,
             bq * ldp,
@@ -669,9 +694,9 @@ unsafe fn bwd_task16<
         let rows_eff = round_up(rows, RQ);
         let r = q0 * d..(q0 + rows) * d;
         let (qp, ld) = rows_or_pad16(&c.q[r.clone()], d, d2, rows, rows_eff, qb);
-        let (dop, _) = rows_or_pad16(&c.dout[r.clone()], d, d2, rows, rows_eff, dob);
-        pack_row_pairs(&c.q[r.clone()], d, dp, rows, rows_eff, qr);
-        pack_row_pairs(&c.dout[r], d, dp, rows, rows_eff, dor);
+        let (dop, _) = rows_or_pad16(&c.dout[r], d, d2, rows, rows_eff, dob);
+        // This block's pair rows of the pre-packed Q and dO (q0 is even).
+        let (qr, dor) = (&c.qrp[q0 * dp..], &c.dorp[q0 * dp..]);
         for (i, (l, x)) in l2[..rows_eff]
             .iter_mut()
             .zip(dd[..rows_eff].iter_mut())
@@ -711,7 +736,8 @@ unsafe fn bwd_task16<
         }
         // SAFETY: pair (query pair t, key j) of pp/dsp lives at 2(t·ldp + j) with
         // t < rows_eff/2, j < n_eff ≤ ldp; pair (query i, key pair t) of dsr at i·ldp + 2t;
-        // qr/dor have rows_eff/2 pair rows of 2dp u16 and kr n_eff/2; dka/dva have n_eff
+        // qr/dor have rows_eff/2 pair rows of 2dp u16 (padded to round_up(seq, V_ROWS) ≥
+        // q0 + rows_eff rows) and kr n_eff/2; dka/dva have n_eff
         // rows and dqt bq ≥ rows_eff rows of dp floats.
         unsafe {
             // dV += bf16(P)ᵀ dO, dK += bf16(dS)ᵀ Q (rows = keys, reduction over query pairs).
@@ -848,6 +874,18 @@ pub(crate) fn backward_bf16(
             }
         });
 
+    // Q and dO as query-pair rows, packed once per (b, h) rather than by every key block.
+    let dp = round_up(d, BF16_W);
+    let rplane = round_up(seq, V_ROWS) * dp;
+    let pack = |src: &[u16]| {
+        let mut dst = vec![0u16; shape.bh * rplane];
+        dst.par_chunks_mut(rplane)
+            .zip(src.par_chunks(plane))
+            .for_each(|(o, x)| pack_row_pairs(x, d, dp, seq, round_up(seq, V_ROWS), o));
+        dst
+    };
+    let (qrp, dorp) = (pack(inp.q), pack(inp.dout));
+
     dq.par_chunks_mut(1 << 16).for_each(|c| c.fill(0.0));
     let dq_blocks: Vec<Vec<Mutex<&mut [f32]>>> = dq
         .chunks_mut(plane)
@@ -863,6 +901,8 @@ pub(crate) fn backward_bf16(
             dout: &inp.dout[r],
             lse: &inp.lse[b * seq..(b + 1) * seq],
             delta: &delta[b * seq..(b + 1) * seq],
+            qrp: &qrp[b * rplane..(b + 1) * rplane],
+            dorp: &dorp[b * rplane..(b + 1) * rplane],
             dq: &dq_blocks[b],
             seq,
             d,

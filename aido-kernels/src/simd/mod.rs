@@ -958,3 +958,58 @@ pub(crate) fn backward(
             unsafe { kern(&c, k0, dkc, dvc, ws) }
         });
 }
+
+// ---------------------------------------------------------------------------------------
+// The softmax exponential alone (for measuring its share of the kernels' time)
+// ---------------------------------------------------------------------------------------
+
+/// `x[i] = 2^x[i]` by `S::exp2`, `W` lanes at a time (the tail through a zero-padded vector).
+///
+/// # Safety
+/// The ISA of `S` available.
+#[inline(always)]
+unsafe fn exp2_lanes<S: Simd>(x: &mut [f32]) {
+    let mut chunks = x.chunks_exact_mut(S::W);
+    for c in &mut chunks {
+        // SAFETY: `c` holds exactly W floats; ISA forwarded.
+        unsafe { S::store(c.as_mut_ptr(), S::exp2(S::load(c.as_ptr()))) }
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        let mut buf = vec![0.0f32; S::W];
+        buf[..tail.len()].copy_from_slice(tail);
+        // SAFETY: `buf` holds W floats; ISA forwarded.
+        unsafe { S::store(buf.as_mut_ptr(), S::exp2(S::load(buf.as_ptr()))) }
+        tail.copy_from_slice(&buf[..tail.len()]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn exp2_avx512(x: &mut [f32]) {
+    // SAFETY: only called after checking AVX-512F and FMA support.
+    unsafe { exp2_lanes::<avx512::Avx512>(x) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp2_avx2(x: &mut [f32]) {
+    // SAFETY: only called after checking AVX2 and FMA support.
+    unsafe { exp2_lanes::<avx2::Avx2>(x) }
+}
+
+/// The exponential of `path`'s softmax over `x`, in place. `path` is supported (checked by
+/// the caller).
+pub(crate) fn exp2_in_place(path: KernelPath, x: &mut [f32]) {
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller checked the path's ISA (AVX-512F + FMA for both AVX-512 paths).
+        KernelPath::Avx512 | KernelPath::Avx512Bf16 => unsafe { exp2_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above, AVX2 + FMA.
+        KernelPath::Avx2Fma => unsafe { exp2_avx2(x) },
+        // SAFETY: the portable and scalar backends need no ISA.
+        KernelPath::ScalarBf16 => unsafe { exp2_lanes::<portable::Portable>(x) },
+        _ => unsafe { exp2_lanes::<scalar::Scalar>(x) },
+    }
+}

@@ -47,6 +47,10 @@ impl<B: Kernels> Backward<B, 3> for AttentionBackward {
 }
 
 impl<B: Kernels, C: CheckpointStrategy> Kernels for Autodiff<B, C> {
+    fn reads(dtype: burn::tensor::DType) -> bool {
+        B::reads(dtype)
+    }
+
     fn attn(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
         let scale = default_scale(q.primitive.shape()[3]);
         match AttentionBackward

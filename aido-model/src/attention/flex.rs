@@ -10,20 +10,39 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aido_kernels::{AttnShape, KernelError, flash_backward, flash_forward};
+use aido_kernels::{
+    AttnShape, KernelError, KernelPath, f32_slice_to_bf16, flash_backward, flash_backward_bf16,
+    flash_forward, flash_forward_bf16,
+};
 use burn::backend::Flex;
-use burn::tensor::{DType, Shape, TensorMetadata};
+use burn::tensor::{DType, Shape, TensorMetadata, bf16};
 use burn_flex::FlexTensor;
+use half::slice::HalfFloatSliceExt;
 
 use super::{Kernels, default_scale, fused_forward, tiled_backward, tiled_forward};
 
-/// `[B, H, S, D]` of a self-attention triple the kernels take, or `None`.
-fn kernel_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<(Shape, AttnShape)> {
+/// Whether bf16 q/k/v go to the bf16 kernels as they are: only where the CPU has a bf16 SIMD
+/// path (AVX512-BF16). Elsewhere the portable bf16 path would be slower than rounding the
+/// inputs up to f32 for the f32 SIMD kernels, which is what [`super::attention`] then does.
+pub(crate) fn reads_bf16() -> bool {
+    KernelPath::detect_bf16() != KernelPath::ScalarBf16
+}
+
+/// `[B, H, S, D]` and the shared dtype of a self-attention triple the kernels take (all f32,
+/// or all bf16 where [`reads_bf16`]), or `None`.
+fn kernel_shape(
+    q: &FlexTensor,
+    k: &FlexTensor,
+    v: &FlexTensor,
+) -> Option<(Shape, AttnShape, DType)> {
     let shape = q.shape();
+    let dtype = q.dtype();
+    let dtype_ok = dtype == DType::F32 || (dtype == DType::BF16 && reads_bf16());
     if shape.num_dims() != 4
         || k.shape() != shape
         || v.shape() != shape
-        || [q, k, v].iter().any(|t| t.dtype() != DType::F32)
+        || !dtype_ok
+        || [k, v].iter().any(|t| t.dtype() != dtype)
     {
         return None;
     }
@@ -38,12 +57,21 @@ fn kernel_shape(q: &FlexTensor, k: &FlexTensor, v: &FlexTensor) -> Option<(Shape
             seq: s,
             head_dim: d,
         },
+        dtype,
     ))
+}
+
+/// Whether the tensor's elements lie in row-major order from its first element.
+fn is_flat(t: &FlexTensor) -> bool {
+    match t.dtype() {
+        DType::BF16 => t.as_slice::<bf16>().is_some(),
+        _ => t.as_slice::<f32>().is_some(),
+    }
 }
 
 /// The tensor's elements in row-major order (a copy only when it is not contiguous).
 fn contiguous(t: &FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
+    if is_flat(t) {
         t.clone()
     } else {
         t.to_contiguous()
@@ -54,13 +82,46 @@ fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().unwrap_or(&[])
 }
 
+/// A contiguous bf16 tensor's elements as bit patterns, the kernels' bf16 input.
+fn bits(t: &FlexTensor) -> &[u16] {
+    t.as_slice::<bf16>()
+        .map(|s| s.reinterpret_cast())
+        .unwrap_or(&[])
+}
+
+/// A bf16 kernel input as bit patterns from a tensor that may be f32 (the gradient of an f32
+/// kernel output) or bf16: a rounded copy, or the tensor's own bits.
+fn bf16_bits(t: &FlexTensor) -> std::borrow::Cow<'_, [u16]> {
+    match t.dtype() {
+        DType::BF16 => std::borrow::Cow::Borrowed(bits(t)),
+        _ => std::borrow::Cow::Owned(f32_slice_to_bf16(values(t))),
+    }
+}
+
+/// An f32 kernel output as a tensor of `dtype` (bf16 gradients for bf16 inputs).
+fn in_dtype(t: FlexTensor, dtype: DType) -> FlexTensor {
+    if dtype != DType::BF16 {
+        return t;
+    }
+    let mut out = FlexTensor::zeros(t.shape(), DType::BF16);
+    out.storage_mut::<bf16>().convert_from_f32_slice(values(&t));
+    out
+}
+
 static KERNEL_ERRORS: AtomicUsize = AtomicUsize::new(0);
 static KERNEL_RUNS: AtomicUsize = AtomicUsize::new(0);
+static BF16_KERNEL_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// How many CPU attention kernel calls (forward or backward) completed in this process: the
 /// evidence that a backend's calls took the SIMD kernels rather than the generic path.
 pub fn cpu_kernel_runs() -> usize {
     KERNEL_RUNS.load(Ordering::Relaxed)
+}
+
+/// How many of [`cpu_kernel_runs`] took bf16 inputs (the bf16 kernels of `aido-kernels`,
+/// under [`crate::Precision::Bf16`] on a CPU with AVX512-BF16).
+pub fn cpu_bf16_kernel_runs() -> usize {
+    BF16_KERNEL_RUNS.load(Ordering::Relaxed)
 }
 
 /// How many times, in this process, a CPU attention kernel applied to its input but reported
@@ -90,31 +151,33 @@ fn kernel_ran(op: &str, ks: AttnShape, r: Result<(), KernelError>) -> bool {
     }
 }
 
-/// Runs the forward kernel; `None` when the kernel does not apply or reports an error (logged
-/// and counted).
+/// Runs the forward kernel (f32 or bf16 inputs; the output and log-sum-exp are f32); `None`
+/// when the kernel does not apply or reports an error (logged and counted).
 fn forward(
     q: &FlexTensor,
     k: &FlexTensor,
     v: &FlexTensor,
     scale: f32,
 ) -> Option<(FlexTensor, FlexTensor)> {
-    let (shape, ks) = kernel_shape(q, k, v)?;
+    let (shape, ks, dtype) = kernel_shape(q, k, v)?;
     let (q, k, v) = (contiguous(q), contiguous(k), contiguous(v));
     let mut out = FlexTensor::zeros(shape.clone(), DType::F32);
     let mut lse = FlexTensor::zeros(Shape::new([shape[0], shape[1], shape[2]]), DType::F32);
-    let r = flash_forward(
-        values(&q),
-        values(&k),
-        values(&v),
-        ks,
-        scale,
-        out.storage_mut::<f32>(),
-        lse.storage_mut::<f32>(),
-    );
+    let (o, l) = (out.storage_mut::<f32>(), lse.storage_mut::<f32>());
+    let r = if dtype == DType::BF16 {
+        BF16_KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
+        flash_forward_bf16(bits(&q), bits(&k), bits(&v), ks, scale, o, l)
+    } else {
+        flash_forward(values(&q), values(&k), values(&v), ks, scale, o, l)
+    };
     kernel_ran("forward", ks, r).then_some((out, lse))
 }
 
 impl Kernels for Flex {
+    fn reads(dtype: DType) -> bool {
+        dtype == DType::F32 || (dtype == DType::BF16 && reads_bf16())
+    }
+
     fn attn(q: FlexTensor, k: FlexTensor, v: FlexTensor) -> FlexTensor {
         let scale = default_scale(q.shape()[3]);
         match forward(&q, &k, &v, scale) {
@@ -144,15 +207,15 @@ impl Kernels for Flex {
         dout: FlexTensor,
         scale: f32,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
-        let applies = kernel_shape(&q, &k, &v).filter(|(shape, _)| {
+        let applies = kernel_shape(&q, &k, &v).filter(|(shape, _, dtype)| {
             out.shape() == *shape
                 && dout.shape() == *shape
                 && out.dtype() == DType::F32
-                && dout.dtype() == DType::F32
+                && (dout.dtype() == DType::F32 || dout.dtype() == *dtype)
                 && lse.dtype() == DType::F32
                 && lse.shape().num_elements() == shape[0] * shape[1] * shape[2]
         });
-        if let Some((shape, ks)) = applies {
+        if let Some((shape, ks, dtype)) = applies {
             let c: Vec<FlexTensor> = [&q, &k, &v, &out, &dout, &lse]
                 .iter()
                 .map(|t| contiguous(t))
@@ -160,21 +223,49 @@ impl Kernels for Flex {
             let mut dq = FlexTensor::zeros(shape.clone(), DType::F32);
             let mut dk = FlexTensor::zeros(shape.clone(), DType::F32);
             let mut dv = FlexTensor::zeros(shape, DType::F32);
-            let r = flash_backward(
-                values(&c[0]),
-                values(&c[1]),
-                values(&c[2]),
-                values(&c[3]),
-                values(&c[4]),
-                values(&c[5]),
-                ks,
-                scale,
+            let (gq, gk, gv) = (
                 dq.storage_mut::<f32>(),
                 dk.storage_mut::<f32>(),
                 dv.storage_mut::<f32>(),
             );
+            let r = if dtype == DType::BF16 {
+                // dO in bf16 like q, k, v (the output the loss saw was rounded to bf16).
+                let dout16 = bf16_bits(&c[4]);
+                BF16_KERNEL_RUNS.fetch_add(1, Ordering::Relaxed);
+                flash_backward_bf16(
+                    bits(&c[0]),
+                    bits(&c[1]),
+                    bits(&c[2]),
+                    values(&c[3]),
+                    &dout16,
+                    values(&c[5]),
+                    ks,
+                    scale,
+                    gq,
+                    gk,
+                    gv,
+                )
+            } else {
+                flash_backward(
+                    values(&c[0]),
+                    values(&c[1]),
+                    values(&c[2]),
+                    values(&c[3]),
+                    values(&c[4]),
+                    values(&c[5]),
+                    ks,
+                    scale,
+                    gq,
+                    gk,
+                    gv,
+                )
+            };
             if kernel_ran("backward", ks, r) {
-                return (dq, dk, dv);
+                return (
+                    in_dtype(dq, dtype),
+                    in_dtype(dk, dtype),
+                    in_dtype(dv, dtype),
+                );
             }
         }
         tiled_backward::<Self>(q, k, v, out, lse, dout, scale)

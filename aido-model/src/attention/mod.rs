@@ -25,7 +25,7 @@ mod cube;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 pub use cube::cube_kernel_runs;
 mod flex;
-pub use flex::{cpu_kernel_errors, cpu_kernel_runs};
+pub use flex::{cpu_bf16_kernel_runs, cpu_kernel_errors, cpu_kernel_runs};
 pub mod reference;
 pub mod tiled;
 
@@ -43,6 +43,11 @@ pub const GENERIC_TILE: usize = 512;
 ///
 /// Implemented for every [`Backend`]; see the [module docs](self) for which kernels run where.
 pub trait AttentionBackend: Backend {
+    /// Whether this backend's attention takes inputs of `dtype` as they are; otherwise
+    /// [`attention`] hands it f32 copies. `F32` always; `BF16` on the CPU backend where the
+    /// CPU has AVX512-BF16 (the bf16 kernels of `aido-kernels`).
+    fn aido_attention_reads(dtype: DType) -> bool;
+
     /// Inference forward (no log-sum-exp).
     fn aido_attention(
         q: FloatTensor<Self>,
@@ -76,6 +81,11 @@ pub trait AttentionBackend: Backend {
 /// The backends with their own attention paths. The defaults are the generic implementation;
 /// a backend overrides what it has kernels for.
 pub(crate) trait Kernels: Backend {
+    /// See [`AttentionBackend::aido_attention_reads`].
+    fn reads(dtype: DType) -> bool {
+        dtype == DType::F32
+    }
+
     fn attn(q: FloatTensor<Self>, k: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
         fused_forward::<Self>(q, k, v)
     }
@@ -132,6 +142,18 @@ macro_rules! for_each_kernel_backend {
 }
 
 impl<B: Backend> AttentionBackend for B {
+    fn aido_attention_reads(dtype: DType) -> bool {
+        macro_rules! try_backend {
+            ($K:ty) => {
+                if is::<B, $K>() {
+                    return <$K as Kernels>::reads(dtype);
+                }
+            };
+        }
+        for_each_kernel_backend!(try_backend);
+        dtype == DType::F32
+    }
+
     fn aido_attention(q: FloatTensor<B>, k: FloatTensor<B>, v: FloatTensor<B>) -> FloatTensor<B> {
         macro_rules! try_backend {
             ($K:ty) => {
@@ -320,22 +342,58 @@ cube_kernels!(crate::backend::Cuda);
 #[cfg(feature = "wgpu")]
 cube_kernels!(crate::backend::Wgpu);
 
+/// Whether `B` is the CPU backend (burn-flex, or autodiff over it), whose attention runs on the
+/// SIMD kernels of `aido-kernels` and whose threads are rayon's.
+pub fn is_cpu_backend<B: Backend>() -> bool {
+    is::<B, burn::backend::Flex>() || is::<B, burn::backend::Autodiff<burn::backend::Flex>>()
+}
+
+/// Which attention `B` runs at `precision`, for reports: the CPU kernel path (`avx512`,
+/// `avx512-bf16`, …, [`aido_kernels::KernelPath`]), the CubeCL flash kernels on CUDA and wgpu,
+/// or the generic implementation from burn tensor ops.
+pub fn attention_path<B: Backend>(precision: crate::Precision) -> String {
+    if is_cpu_backend::<B>() {
+        let bf16 = precision == crate::Precision::Bf16 && flex::reads_bf16();
+        let path = if bf16 {
+            aido_kernels::KernelPath::detect_bf16()
+        } else {
+            aido_kernels::KernelPath::detect()
+        };
+        return format!("{path} kernels");
+    }
+    #[cfg(feature = "cuda")]
+    if is::<B, crate::backend::Cuda>() || is::<B, burn::backend::Autodiff<crate::backend::Cuda>>() {
+        return "CubeCL flash kernels".into();
+    }
+    #[cfg(feature = "wgpu")]
+    if is::<B, crate::backend::Wgpu>() || is::<B, burn::backend::Autodiff<crate::backend::Wgpu>>() {
+        return "CubeCL flash kernels".into();
+    }
+    "generic (burn tensor ops)".into()
+}
+
 /// The scale of AIDO.Cell attention, `1 / sqrt(head_dim)`.
 pub fn default_scale(head_dim: usize) -> f32 {
     1.0 / (head_dim as f32).sqrt()
 }
 
-/// `x` in f32: the kernels compute scores, softmax statistics and accumulation in f32 whatever
-/// the inputs' dtype (bf16 under [`crate::Precision::Bf16`]).
-fn f32_primitive<B: Backend>(x: Tensor<B, 4>) -> FloatTensor<B> {
-    x.cast(DType::F32).into_primitive().tensor()
+/// `x` as the backend's attention reads it: as it is where the backend takes its dtype
+/// ([`AttentionBackend::aido_attention_reads`]: f32, and bf16 on AVX512-BF16 CPUs), else an
+/// f32 copy. Scores, softmax statistics and accumulation are f32 either way.
+fn kernel_input<B: AttentionBackend>(x: Tensor<B, 4>) -> FloatTensor<B> {
+    if B::aido_attention_reads(x.dtype()) {
+        x.into_primitive().tensor()
+    } else {
+        x.cast(DType::F32).into_primitive().tensor()
+    }
 }
 
 /// Dense bidirectional attention, scale `1/sqrt(head_dim)`, no mask, no bias.
 ///
-/// `q, k, v: [B, heads, S, head_dim]` → `[B, heads, S, head_dim]`, in `q`'s dtype. Inputs of
-/// another float dtype than f32 (bf16) are read into f32 and the output rounded back: the
-/// kernels are f32. Under `Autodiff<B>` the backward is the linear-memory tiled one.
+/// `q, k, v: [B, heads, S, head_dim]` → `[B, heads, S, head_dim]`, in `q`'s dtype. bf16
+/// inputs go to the bf16 kernels where the backend has them (the CPU backend on AVX512-BF16:
+/// bf16 products, f32 softmax and accumulation), else are read into f32; the f32 output is
+/// rounded back to `q`'s dtype. Under `Autodiff<B>` the backward is the linear-memory tiled one.
 pub fn attention<B: AttentionBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -343,9 +401,9 @@ pub fn attention<B: AttentionBackend>(
 ) -> Tensor<B, 4> {
     let dtype = q.dtype();
     Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(B::aido_attention(
-        f32_primitive(q),
-        f32_primitive(k),
-        f32_primitive(v),
+        kernel_input(q),
+        kernel_input(k),
+        kernel_input(v),
     )))
     .cast(dtype)
 }
@@ -360,7 +418,7 @@ pub fn attention_with_lse<B: AttentionBackend>(
     let scale = default_scale(q.dims()[3]);
     let dtype = q.dtype();
     let (o, lse) =
-        B::aido_attention_with_lse(f32_primitive(q), f32_primitive(k), f32_primitive(v), scale);
+        B::aido_attention_with_lse(kernel_input(q), kernel_input(k), kernel_input(v), scale);
     (
         Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(o)).cast(dtype),
         Tensor::from_primitive(TensorPrimitive::Float(lse)),
