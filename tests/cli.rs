@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use aido::tokenize::shared::shared_path;
+use aido::tokenize::shared::testdata_path;
 
 fn aido() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aido"))
@@ -20,9 +20,9 @@ fn tokenize_writes_values_and_present() {
     // `--gene-id exact`: numpy's var_names ∩ vocabulary, the authors' alignment.
     let o = aido()
         .args(["tokenize", "--gene-id", "exact", "--input"])
-        .arg(shared_path("data/zheng68k.h5ad"))
+        .arg(testdata_path("data/zheng68k.h5ad"))
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(&out)
         .output()
@@ -60,9 +60,9 @@ fn tokenize_with_depth_floor_none_gives_real_depths() {
             "exact",
             "--input",
         ])
-        .arg(shared_path("data/cellxgene.h5ad"))
+        .arg(testdata_path("data/cellxgene.h5ad"))
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(&out)
         .status()
@@ -85,9 +85,9 @@ fn tokenize_aligns_ensembl_ids_and_reports_the_route() {
     let run = |extra: &[&str], out: &str| {
         aido()
             .args(["tokenize", "--input"])
-            .arg(shared_path("data/10x_v3_filtered_feature_bc_matrix.h5"))
+            .arg(testdata_path("data/10x_v3_filtered_feature_bc_matrix.h5"))
             .arg("--genes")
-            .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+            .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
             .arg("--output")
             .arg(dir.path().join(out))
             .args(["--skip-empty"])
@@ -124,9 +124,9 @@ fn failed_runs_write_nothing() {
     // Non-integer counts with --strict: the error comes mid-stream, after the writer started.
     let o = aido()
         .args(["tokenize", "--strict", "--input"])
-        .arg(shared_path("data/sciplex3.h5ad"))
+        .arg(testdata_path("data/sciplex3.h5ad"))
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(&out)
         .output()
@@ -141,7 +141,7 @@ fn failed_runs_write_nothing() {
         .args(["tokenize", "--min-overlap-genes", "1", "--input"])
         .arg(&csv)
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(&out)
         .output()
@@ -158,7 +158,7 @@ fn failed_runs_write_nothing() {
         .args(["tokenize", "--skip-empty", "--input"])
         .arg(&csv)
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(&skipped)
         .output()
@@ -241,7 +241,7 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
         ])
         .arg(&h5ad2)
         .arg("--vocabulary")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .status()
         .unwrap();
     assert!(ok.success());
@@ -249,7 +249,7 @@ fn simulate_writes_h5ad_and_panel_that_tokenize_reads() {
         .args(["tokenize", "--input"])
         .arg(&h5ad2)
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(dir.path().join("v.safetensors"))
         .output()
@@ -310,9 +310,9 @@ fn normalized_input_is_refused_unless_allowed() {
             .arg("tokenize")
             .args(extra)
             .arg("--input")
-            .arg(shared_path("data/sciplex3.h5ad"))
+            .arg(testdata_path("data/sciplex3.h5ad"))
             .arg("--genes")
-            .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+            .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
             .arg("--output")
             .arg(&out)
             .output()
@@ -383,9 +383,9 @@ fn a_closed_stdout_does_not_abort_a_run() {
     let out = dir.path().join("z.safetensors");
     let mut child = aido()
         .args(["tokenize", "--input"])
-        .arg(shared_path("data/zheng68k.h5ad"))
+        .arg(testdata_path("data/zheng68k.h5ad"))
         .arg("--genes")
-        .arg(shared_path("data/OS_scRNA_gene_index.19264.tsv"))
+        .arg(testdata_path("data/OS_scRNA_gene_index.19264.tsv"))
         .arg("--output")
         .arg(&out)
         .stdout(std::process::Stdio::piped())
@@ -398,4 +398,181 @@ fn a_closed_stdout_does_not_abort_a_run() {
     assert!(o.status.success(), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.exists());
+}
+
+/// `aido pretrain --help` states the defaults a run takes when a flag is left out, and they are
+/// `aido_train::TrainConfig::default()`'s (the values the run really uses).
+#[test]
+fn pretrain_help_states_the_real_defaults() {
+    let o = aido().args(["pretrain", "--help"]).output().unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    let d = aido::train::TrainConfig::default();
+    for (flag, value) in [
+        ("--steps", d.steps.to_string()),
+        ("--batch-size", d.batch_size.to_string()),
+        ("--grad-accum", d.grad_accum.to_string()),
+        ("--lr", d.optim.lr.to_string()),
+        ("--seed", d.seed.to_string()),
+        ("--val-every", d.val_every.to_string()),
+        ("--checkpoint-every", d.checkpoint_every.to_string()),
+    ] {
+        let at = help
+            .find(&format!("{flag} <"))
+            .unwrap_or_else(|| panic!("{flag} not in the help"));
+        let rest = &help[at..];
+        let end = rest[2..].find(" --").map_or(rest.len(), |e| e + 2);
+        assert!(
+            rest[..end].contains(&format!("default {value}")),
+            "{flag}: the help says {:?}, the default is {value}",
+            &rest[..end]
+        );
+    }
+    // --input is the spelling of every command; --data stays as an alias.
+    assert!(help.contains("--input <"), "{help}");
+    assert!(
+        help.contains("aliases: --data") || help.contains("alias: --data"),
+        "{help}"
+    );
+}
+
+/// `cluster` without --embedding or --expression names both choices.
+#[test]
+fn cluster_without_a_choice_names_both() {
+    let o = aido()
+        .args(["cluster", "--input", "x.h5ad", "--output", "y.h5ad"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--embedding") && err.contains("--expression"),
+        "{err}"
+    );
+}
+
+/// An output in a folder that does not exist is refused before anything is computed or
+/// read, naming the flag and the folder (it used to fail after embedding every cell).
+#[test]
+fn outputs_in_missing_folders_are_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing_dir");
+    let data = testdata_path("data/zheng68k.h5ad");
+    let model = testdata_path("fixtures/aido_cell/tiny_ln_nobias");
+    let cases: Vec<Vec<String>> = vec![
+        vec![
+            "embed".into(),
+            "--model".into(),
+            model.display().to_string(),
+            "--input".into(),
+            data.display().to_string(),
+            "--output".into(),
+            missing.join("x.h5ad").display().to_string(),
+        ],
+        vec![
+            "tokenize".into(),
+            "--input".into(),
+            data.display().to_string(),
+            "--output".into(),
+            missing.join("t.safetensors").display().to_string(),
+        ],
+        vec![
+            "cluster".into(),
+            "--input".into(),
+            data.display().to_string(),
+            "--expression".into(),
+            "--output".into(),
+            dir.path().join("c.h5ad").display().to_string(),
+            "--report".into(),
+            missing.join("r.json").display().to_string(),
+        ],
+    ];
+    for (args, flag) in cases.iter().zip(["--output", "--output", "--report"]) {
+        let o = aido().args(args).output().unwrap();
+        assert!(!o.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{flag} "))
+                && err.contains("missing_dir does not exist")
+                && err.contains("nothing was computed"),
+            "{args:?}: {err}"
+        );
+        // Nothing written: not the cluster output either.
+        assert!(!dir.path().join("c.h5ad").exists());
+    }
+    // A picture under another name than .png is refused (it used to be a PNG named .jpg).
+    let o = aido()
+        .args(["cluster", "--input"])
+        .arg(&data)
+        .args(["--expression", "--output"])
+        .arg(dir.path().join("c.h5ad"))
+        .args(["--umap-png"])
+        .arg(dir.path().join("u.jpg"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--umap-png") && err.contains(".png"), "{err}");
+    assert!(!dir.path().join("c.h5ad").exists());
+}
+
+/// SIGTERM (as Ctrl-C) during `embed … --output x.safetensors` leaves no hidden temporary file
+/// behind, and a later run removes one left by a process that no longer exists.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_interrupted_embed_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    // The 3M model at full context: seconds per cell, so the run is still going when the
+    // temporary output appears.
+    let mut child = aido()
+        .args(["embed", "--quiet", "--batch-size", "1", "--model"])
+        .arg(testdata_path("fixtures/aido_cell/aido_cell_3m_random"))
+        .arg("--input")
+        .arg(testdata_path("data/zheng68k.h5ad"))
+        .arg("--output")
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = dir
+        .path()
+        .join(format!(".x.safetensors.tmp-{}", child.id()));
+    let t0 = std::time::Instant::now();
+    while !tmp.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the temporary output never appeared"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "embed ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(128 + 15), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("terminated: 1 unfinished output file removed"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // A temporary of the same output from a process that is gone is removed by the next run.
+    let stale = dir.path().join(".t.safetensors.tmp-4194303");
+    std::fs::write(&stale, b"partial").unwrap();
+    let o = aido()
+        .args(["tokenize", "--input"])
+        .arg(testdata_path("data/zheng68k.h5ad"))
+        .arg("--output")
+        .arg(dir.path().join("t.safetensors"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(!stale.exists(), "the stale temporary is still there");
 }

@@ -55,6 +55,25 @@ impl Labels {
         }
     }
 
+    /// A column's labels in scanpy's category order (what `sc.pl.umap` colours and lists): a
+    /// categorical's own categories, all of them, in their order; other columns' distinct
+    /// values sorted (as `strings_to_categoricals` orders them). A missing value is an error
+    /// carrying the cell's row.
+    pub fn in_category_order(c: &aido_tokenize::ObsColumn) -> std::result::Result<Labels, usize> {
+        if let Some(i) = (0..c.len()).find(|&i| c.is_missing(i)) {
+            return Err(i);
+        }
+        match c {
+            aido_tokenize::ObsColumn::Categorical {
+                codes, categories, ..
+            } => Ok(Labels {
+                codes: codes.iter().map(|&x| x as u32).collect(),
+                names: categories.clone(),
+            }),
+            _ => Labels::from_obs_column(c),
+        }
+    }
+
     /// Number of cells.
     pub fn len(&self) -> usize {
         self.codes.len()

@@ -34,6 +34,7 @@ pub mod labels;
 pub mod leiden;
 pub mod linalg;
 pub mod metrics;
+pub mod palettes;
 pub mod pca;
 pub mod pipeline;
 pub mod plot;

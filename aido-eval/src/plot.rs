@@ -29,44 +29,6 @@ fn font_ready() -> Result<()> {
     }
 }
 
-/// 20 distinct colours (the "tab20"-style categorical palette scanpy uses up to 20 groups),
-/// then 8 more; beyond that colours repeat.
-const PALETTE: [(u8, u8, u8); 28] = [
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-    (174, 199, 232),
-    (255, 187, 120),
-    (152, 223, 138),
-    (255, 152, 150),
-    (197, 176, 213),
-    (196, 156, 148),
-    (247, 182, 210),
-    (199, 199, 199),
-    (219, 219, 141),
-    (158, 218, 229),
-    (0, 0, 128),
-    (128, 0, 0),
-    (0, 128, 128),
-    (128, 128, 0),
-    (75, 0, 130),
-    (255, 215, 0),
-    (0, 100, 0),
-    (70, 70, 70),
-];
-
-fn colour(i: usize) -> RGBColor {
-    let (r, g, b) = PALETTE[i % PALETTE.len()];
-    RGBColor(r, g, b)
-}
-
 fn err(path: &Path, e: impl std::fmt::Display) -> EvalError {
     EvalError::Io {
         path: path.to_path_buf(),
@@ -104,8 +66,10 @@ fn write_png(path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
     })
 }
 
-/// A 2-D scatter (e.g. `X_umap`) coloured by `groups`, with a legend of the groups (their
-/// cell counts beside them) to the right, axes labelled `{axis}1` / `{axis}2`.
+/// A 2-D scatter (e.g. `X_umap`) coloured by `groups` in scanpy's default colours for that
+/// many categories ([`crate::palettes::scanpy_colors`]), with a legend of the groups in
+/// category order (their cell counts beside them) to the right, axes labelled `{axis}1` /
+/// `{axis}2`.
 pub fn scatter_png(
     path: &Path,
     coords: &[[f32; 2]],
@@ -113,7 +77,28 @@ pub fn scatter_png(
     title: &str,
     axis: &str,
 ) -> Result<()> {
+    let colours = crate::palettes::scanpy_colors(groups.names.len());
+    scatter_png_coloured(path, coords, groups, &colours, title, axis)
+}
+
+/// [`scatter_png`] with one colour per category (`#rrggbb`, e.g. the file's
+/// `uns["<key>_colors"]`); a colour that does not parse, or a missing one, is grey.
+pub fn scatter_png_coloured(
+    path: &Path,
+    coords: &[[f32; 2]],
+    groups: &Labels,
+    colours: &[String],
+    title: &str,
+    axis: &str,
+) -> Result<()> {
     font_ready()?;
+    let colour = |k: usize| {
+        let (r, g, b) = colours
+            .get(k)
+            .and_then(|c| crate::palettes::parse_hex(c))
+            .unwrap_or((128, 128, 128));
+        RGBColor(r, g, b)
+    };
     if coords.len() != groups.len() {
         return Err(EvalError::LengthMismatch {
             what: "scatter: coordinates against labels".into(),

@@ -264,6 +264,7 @@ pub fn predict_file<B: Backend>(
             format!("{}: use a .h5ad file name", output.display()),
         ));
     }
+    crate::output::check_writable(output, "output")?;
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
     let p = predict_source::<B>(classifier, source.as_mut(), options, device, on_event)?;
@@ -480,6 +481,7 @@ where
     B: AutodiffBackend,
 {
     let t0 = Instant::now();
+    crate::output::check_out_folder(out, "out")?;
     let cfg = FinetuneConfig {
         trainable: options.trainable.clone(),
         pooling: options.pooling.name().to_string(),

@@ -11,7 +11,8 @@ use aido_eval::pipeline::{
     ClusterConfig, ClusterInput, ClusterOutput, ClusterScores, ClusterTarget, ExpressionConfig,
     cluster, embedding_scores, integration, score,
 };
-use aido_eval::plot::scatter_png;
+use aido_eval::plot::scatter_png_coloured;
+use aido_eval::preprocess::HvgSelection;
 use aido_eval::{CsrMatrix, Labels};
 use aido_tokenize::h5ad::read_obs;
 use aido_tokenize::h5ad_edit::{H5adAdditions, SparseCsr, UnsValue, write_input_plus};
@@ -43,6 +44,13 @@ pub struct ClusterOptions {
     pub n_neighbors: usize,
     /// Seed of Leiden and UMAP (default 0).
     pub seed: u64,
+    /// Expression baseline: the `n` genes of highest normalized dispersion (scanpy's seurat
+    /// flavour with `n_top_genes`, ties at the cut kept as scanpy keeps them) instead of
+    /// scanpy's default cut-offs (`None`).
+    pub n_top_genes: Option<usize>,
+    /// Clip the standardized values to `±scale_max` (scanpy's `scale(max_value=…)`; `None`:
+    /// scanpy's default, no clip).
+    pub scale_max: Option<f32>,
 }
 
 impl Default for ClusterOptions {
@@ -55,6 +63,8 @@ impl Default for ClusterOptions {
             n_pcs: 50,
             n_neighbors: 15,
             seed: 0,
+            n_top_genes: None,
+            scale_max: None,
         }
     }
 }
@@ -124,8 +134,12 @@ impl std::fmt::Display for ClusterReport {
         let k = self.settings["n_pcs_used"].as_u64().unwrap_or(0);
         write!(
             f,
-            "obs/aido_leiden ({} clusters at resolution {:.4}{exact}), obsm/X_pca [{} × {k}], obsm/X_umap; {:.1} s",
-            self.n_clusters, self.resolution, self.n_cells, self.seconds
+            "obs/aido_leiden ({} cluster{} at resolution {:.4}{exact}), obsm/X_pca [{} × {k}], obsm/X_umap; {:.1} s",
+            self.n_clusters,
+            if self.n_clusters == 1 { "" } else { "s" },
+            self.resolution,
+            self.n_cells,
+            self.seconds
         )?;
         if let (Some(ari), Some(nmi), Some(ami), Some(sil), Some(asw)) = (
             self.ari,
@@ -208,6 +222,20 @@ fn opt_check(options: &ClusterOptions) -> Result<()> {
             format!("must be a finite number ≥ 0, got {r}"),
         ));
     }
+    if options.n_top_genes.is_some_and(|n| n < 2) {
+        return Err(PipelineError::option(
+            "n_top_genes",
+            "must be at least 2 (a PCA needs two genes)",
+        ));
+    }
+    if let Some(v) = options.scale_max
+        && !(v.is_finite() && v > 0.0)
+    {
+        return Err(PipelineError::option(
+            "scale_max",
+            format!("must be a finite number > 0, got {v}"),
+        ));
+    }
     Ok(())
 }
 
@@ -250,6 +278,7 @@ pub fn cluster_cells(
         n_neighbors: options.n_neighbors,
         seed: options.seed,
         target,
+        scale_max_value: options.scale_max,
         ..ClusterConfig::default()
     };
     let (out, mode, source) = match cells {
@@ -280,7 +309,12 @@ pub fn cluster_cells(
                 ClusterInput::Expression {
                     counts,
                     n_genes,
-                    config: ExpressionConfig::default(),
+                    config: ExpressionConfig {
+                        hvg: options
+                            .n_top_genes
+                            .map_or_else(HvgSelection::default, HvgSelection::Top),
+                        ..ExpressionConfig::default()
+                    },
                 },
                 &cfg,
             )
@@ -369,8 +403,17 @@ pub fn cluster_cells(
             "seed": options.seed,
             "n_hvg": out.hvg.as_ref().map(|h| h.selected().len()),
             "target_sum": if mode == "expression" { json!(1e4) } else { Value::Null },
-            "hvg": if mode == "expression" { json!("seurat, scanpy defaults (min_mean 0.0125, max_mean 3, min_disp 0.5)") } else { Value::Null },
-            "standardize": "zero mean, unit variance (ddof 1), no clip",
+            "hvg": match (mode, options.n_top_genes) {
+                ("expression", None) => json!("seurat, scanpy defaults (min_mean 0.0125, max_mean 3, min_disp 0.5)"),
+                ("expression", Some(t)) => json!(format!("seurat, n_top_genes {t} (ties at the cut kept)")),
+                _ => Value::Null,
+            },
+            "n_top_genes": options.n_top_genes,
+            "scale_max": options.scale_max,
+            "standardize": match options.scale_max {
+                None => "zero mean, unit variance (ddof 1), no clip".to_string(),
+                Some(v) => format!("zero mean, unit variance (ddof 1), clipped to ±{v}"),
+            },
             "leiden": "RB configuration (modularity), n_iterations -1 (until no improvement), single-clustering 0.7.0",
             "umap": {"min_dist": 0.5, "spread": 1.0, "n_epochs": if n <= 10_000 { 500 } else { 200 }, "init": "spectral"},
             "aido_version": env!("CARGO_PKG_VERSION"),
@@ -540,6 +583,12 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
             "highly_variable".into(),
             ObsColumn::Bool(h.highly_variable.clone()),
         ));
+        // What scanpy's highly_variable_genes records beside its columns
+        // (`sc.pl.highly_variable_genes` reads the flavour from it).
+        add.uns.push((
+            "hvg".into(),
+            UnsValue::Dict(vec![("flavor".into(), "seurat".into())]),
+        ));
         add.var
             .push(("means".into(), ObsColumn::Float(h.means.clone())));
         add.var.push((
@@ -590,6 +639,34 @@ fn ensure_h5ad(p: &Path, option: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// The input's own `uns["<col>_colors"]` when it gives a parseable colour for each of the
+/// `n` categories (what scanpy keeps); `None` otherwise.
+fn existing_colours(input: &Path, col: &str, n: usize) -> Option<Vec<String>> {
+    let h5 = aido_tokenize::h5::H5::open(input).ok()?;
+    let colours = h5.read_strings(&format!("uns/{col}_colors")).ok()?;
+    (colours.len() >= n
+        && colours
+            .iter()
+            .all(|c| aido_eval::palettes::parse_hex(c).is_some()))
+    .then_some(colours)
+}
+
+/// Refuses a picture path that does not end in `.png` (the only format written).
+fn ensure_png(p: &Path, option: &'static str) -> Result<()> {
+    let ok = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if !ok {
+        return Err(PipelineError::Output {
+            option,
+            path: p.to_path_buf(),
+            detail: "pictures are written as PNG: give a .png file name".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Clusters an h5ad file's embedding (or its counts) and writes the whole input plus the
 /// results ([`Clustered::additions`]) to `output`, and the report / UMAP picture where asked.
 /// What `aido cluster` runs.
@@ -603,6 +680,16 @@ pub fn cluster_file(
     let t0 = Instant::now();
     ensure_h5ad(input, "input")?;
     ensure_h5ad(output, "output")?;
+    // Every output is checked before any computation, so that they appear together or not at
+    // all (a missing folder for the picture or the report no longer fails after the h5ad).
+    crate::output::check_writable(output, "output")?;
+    if let Some(png) = &files.umap_png {
+        ensure_png(png, "umap_png")?;
+        crate::output::check_writable(png, "umap_png")?;
+    }
+    if let Some(r) = &files.report {
+        crate::output::check_writable(r, "report")?;
+    }
     if files.embedding.is_some() && (files.read.layer.is_some() || files.read.gene_column.is_some())
     {
         return Err(PipelineError::option(
@@ -657,32 +744,77 @@ pub fn cluster_file(
     };
     // results into the user's file, then the picture and the report
     let t_write = Instant::now();
-    write_input_plus(input, output, &c.additions)?;
-    if let Some(png) = &files.umap_png {
-        let coords = c
-            .output
-            .umap
-            .as_ref()
-            .ok_or_else(|| PipelineError::option("internal", "no UMAP"))?;
-        let (groups, by) = match &c.labels {
-            Some((col, l)) => (l.clone(), col.clone()),
-            None => {
-                let mut g = Labels::from_codes(c.output.leiden.labels.clone());
-                g.names = (0..c.output.leiden.n_clusters)
-                    .map(|k| format!("cluster {k}"))
-                    .collect();
-                (g, "aido_leiden".to_string())
-            }
-        };
-        let src = files
-            .embedding
-            .clone()
-            .unwrap_or_else(|| "expression".to_string());
-        let title = format!(
-            "UMAP of {src}, coloured by {by} ({} cells)",
-            c.report.n_cells
-        );
-        scatter_png(png, coords, &groups, &title, "UMAP")?;
+    // scanpy's colours for the clusters and the label column, in category order, written to
+    // uns["<key>_colors"] so that `sc.pl.umap` shows what the PNG shows (a label column's own
+    // colours in the input are kept and used).
+    let k = c.output.leiden.n_clusters;
+    let cluster_colours = aido_eval::palettes::scanpy_colors(k);
+    c.additions.uns.push((
+        "aido_leiden_colors".into(),
+        UnsValue::StrArray(cluster_colours.clone()),
+    ));
+    let label_plot = match &c.labels {
+        Some((col, l)) => {
+            let groups = obs
+                .column(col)
+                .and_then(|oc| Labels::in_category_order(oc).ok())
+                .unwrap_or_else(|| l.clone());
+            let n = groups.names.len();
+            let colours = match existing_colours(input, col, n) {
+                Some(own) => own,
+                None => {
+                    let colours = aido_eval::palettes::scanpy_colors(n);
+                    c.additions
+                        .uns
+                        .push((format!("{col}_colors"), UnsValue::StrArray(colours.clone())));
+                    colours
+                }
+            };
+            Some((groups, col.clone(), colours))
+        }
+        None => None,
+    };
+    // The picture first, under a temporary name: the outputs appear together or not at all.
+    let png_tmp = match &files.umap_png {
+        Some(png) => {
+            let coords = c
+                .output
+                .umap
+                .as_ref()
+                .ok_or_else(|| PipelineError::option("internal", "no UMAP"))?;
+            let (groups, by, colours) = match label_plot {
+                Some(p) => p,
+                None => {
+                    let mut g = Labels::from_codes(c.output.leiden.labels.clone());
+                    g.names = (0..k).map(|i| format!("cluster {i}")).collect();
+                    (g, "aido_leiden".to_string(), cluster_colours)
+                }
+            };
+            let src = files
+                .embedding
+                .clone()
+                .unwrap_or_else(|| "expression".to_string());
+            let title = format!(
+                "UMAP of {src}, coloured by {by} ({} cells)",
+                c.report.n_cells
+            );
+            let tmp = aido_tokenize::io_util::temp_sibling(png);
+            scatter_png_coloured(&tmp, coords, &groups, &colours, &title, "UMAP")?;
+            Some((tmp, png))
+        }
+        None => None,
+    };
+    if let Err(e) = write_input_plus(input, output, &c.additions) {
+        if let Some((tmp, _)) = &png_tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+        return Err(e.into());
+    }
+    if let Some((tmp, png)) = png_tmp {
+        std::fs::rename(&tmp, png).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            PipelineError::io(png)(e)
+        })?;
     }
     c.report
         .stage_seconds
@@ -853,6 +985,7 @@ pub fn evaluate_file(
     options: &EvaluateOptions,
 ) -> Result<EvaluateReport> {
     ensure_h5ad(input, "input")?;
+    crate::output::check_writable(report, "report")?;
     let obs = read_obs(input)?;
     let m = match &options.embedding {
         Some(key) => Some(obsm_matrix(input, key, &obs)?),

@@ -30,3 +30,31 @@ pub fn on_device<W: OnDevice>(kind: DeviceKind, work: W) -> Result<W::Output> {
         .into()),
     }
 }
+
+/// Caps the CPU threads every computation of this process uses (the attention kernels,
+/// burn-flex's matmuls, clustering): sets rayon's global pool to `threads` threads. Without
+/// a call, rayon's default applies: the `RAYON_NUM_THREADS` environment variable, else one
+/// thread per logical CPU. Call it once, before the first computation; `0` is refused, and so
+/// is a second call or a call after the pool has started (the pool cannot be resized).
+pub fn set_threads(threads: usize) -> Result<()> {
+    if threads == 0 {
+        return Err(crate::PipelineError::option(
+            "threads",
+            "must be at least 1 (leave it out for one thread per CPU)",
+        ));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| {
+            crate::PipelineError::option(
+                "threads",
+                format!("cannot set {threads} threads: {e} (set it once, before any computation)"),
+            )
+        })
+}
+
+/// How many threads this process's computations use (rayon's global pool).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}

@@ -35,6 +35,9 @@ pub struct EmbedOptions {
     pub tokenize: TokenizeOptions,
     /// Also return contextual embeddings of these genes (symbols of the model's list).
     pub gene_embeddings: Vec<String>,
+    /// Embed at most this many cells (the first ones; of a shard, its first ones): a trial run
+    /// on a large file. A file written back whole then gets the small file instead.
+    pub max_cells: Option<usize>,
 }
 
 impl Default for EmbedOptions {
@@ -45,6 +48,7 @@ impl Default for EmbedOptions {
             precision: Precision::F32,
             tokenize: TokenizeOptions::default(),
             gene_embeddings: Vec::new(),
+            max_cells: None,
         }
     }
 }
@@ -158,6 +162,89 @@ fn prepare<B: Backend>(
     })
 }
 
+/// The line shown before the first batch: what is embedded, how, and where.
+fn run_summary<B: Backend>(
+    pretrained: &Pretrained,
+    options: &EmbedOptions,
+    cells: usize,
+    backend: &str,
+) -> String {
+    let c = &pretrained.config;
+    let threads = if aido_model::attention::is_cpu_backend::<B>() {
+        format!(", {} threads", crate::device::threads())
+    } else {
+        String::new()
+    };
+    format!(
+        "embedding {cells} cells with {}: {} positions, {} layers × {} hidden, {} on {backend}{threads} (attention: {}), batches of {}",
+        pretrained.name(),
+        c.seq_len(),
+        c.num_hidden_layers,
+        c.hidden_size,
+        options.precision,
+        aido_model::attention::attention_path::<B>(options.precision),
+        options.batch_size
+    )
+}
+
+/// A duration for people: `45 s`, `12 min`, `3.4 h`.
+fn duration_text(seconds: f64) -> String {
+    if seconds < 90.0 {
+        format!("{:.0} s", seconds.max(1.0))
+    } else if seconds < 5400.0 {
+        format!("{:.0} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
+}
+
+/// `[start, end)` cut to at most [`EmbedOptions::max_cells`] cells.
+fn limit((start, end): (usize, usize), options: &EmbedOptions) -> Result<(usize, usize)> {
+    match options.max_cells {
+        Some(0) => Err(PipelineError::option("max_cells", "must be at least 1")),
+        Some(m) => Ok((start, end.min(start + m))),
+        None => Ok((start, end)),
+    }
+}
+
+/// One pass over cells `[start, end)` of `input` before the model is loaded, so that nothing
+/// is computed for a run that would fail: every stored value valid, no cell without counts in
+/// the model's genes (unless empty cells are skipped), and, when the whole input is written
+/// back, none skipped.
+fn scan_input(
+    input: &Path,
+    read: &ReadOptions,
+    pretrained: &Pretrained,
+    tokenize: TokenizeOptions,
+    (start, end): (usize, usize),
+    whole_file: bool,
+) -> Result<()> {
+    let mut source = open_source(input, read)?;
+    let mut opts = tokenize;
+    opts.align = opts.align.for_vocab(&pretrained.vocab);
+    let mut tok = Tokenizer::new(source.as_mut(), &pretrained.vocab, opts)?;
+    tok.skip_cells(start)?;
+    let empty = tok.scan_cells(end - start)?;
+    if whole_file && let Some(&first) = empty.first() {
+        return Err(PipelineError::input(
+            input.display(),
+            format!(
+                "{} {} no counts in the model's genes (the first: cell {first}, '{}'), so \
+                 skipping them would leave the whole file written back without their results: \
+                 drop those cells first, or write the processed cells only (`embeddings_only`)",
+                empty.len(),
+                if empty.len() == 1 {
+                    "cell has"
+                } else {
+                    "cells have"
+                },
+                tok.source().obs().cell_name(first)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Receives each batch's rows: cells `[b·H]`, gene embeddings `[b·K·H]`, input indices `[b]`.
 type Sink<'a> = dyn FnMut(&[f32], &[f32], &[usize]) -> Result<()> + 'a;
 
@@ -175,7 +262,7 @@ fn run<B: Backend>(
     let t0 = Instant::now();
     let vocab = &pretrained.vocab;
     let n_cells = source.n_cells();
-    let (start, end) = range.unwrap_or((0, n_cells));
+    let (start, end) = limit(range.unwrap_or((0, n_cells)), options)?;
     let input = source.path().display().to_string();
     let mut tokenize = options.tokenize;
     tokenize.align = tokenize.align.for_vocab(vocab);
@@ -197,25 +284,37 @@ fn run<B: Backend>(
     }
     let genes_matched = present[..vocab.len()].iter().filter(|&&x| x == 1).count();
     let genes_in_input = tok.report().n_data_genes;
+    let backend = B::name(&p.device);
     let embedder = Embedder::new(p.model, p.device, present, options.pooling)?
         .with_gene_positions(p.positions.clone())?;
     let h = embedder.hidden_size();
+    let total = end - start;
+    on_event(Event::Info(run_summary::<B>(
+        pretrained, options, total, &backend,
+    )));
+    on_event(Event::Progress {
+        stage: "embed",
+        done: 0,
+        total,
+    });
     let mut embedded = 0;
+    let mut first_batch = true;
     loop {
         let pos = start + tok.stats().cells_read;
         if pos >= end {
             break;
         }
+        let t_batch = Instant::now();
         let Some(batch) = tok.next_batch(options.batch_size.min(end - pos))? else {
             break;
         };
-        on_event(Event::Progress {
-            stage: "embed",
-            done: tok.stats().cells_read,
-            total: end - start,
-        });
         if batch.cells.is_empty() {
             // Every cell of the window was skipped (empty cells skipped): no zero-row forward.
+            on_event(Event::Progress {
+                stage: "embed",
+                done: tok.stats().cells_read,
+                total,
+            });
             continue;
         }
         let emb = match embedder.embed(&batch.values) {
@@ -241,6 +340,23 @@ fn run<B: Backend>(
             .unwrap_or_default();
         sink(flat, &genes, &batch.cells)?;
         embedded += batch.cells.len();
+        let done = tok.stats().cells_read;
+        if first_batch && done < total {
+            first_batch = false;
+            let per_cell = t_batch.elapsed().as_secs_f64() / batch.cells.len() as f64;
+            on_event(Event::Info(format!(
+                "first batch: {} cells in {:.1} s; the other {} cells need about {}",
+                batch.cells.len(),
+                t_batch.elapsed().as_secs_f64(),
+                total - done,
+                duration_text(per_cell * (total - done) as f64)
+            )));
+        }
+        on_event(Event::Progress {
+            stage: "embed",
+            done,
+            total,
+        });
     }
     let stats = tok.stats().clone();
     if let Some(w) = stats.non_integer_warning() {
@@ -437,6 +553,7 @@ pub fn embed_file<B: Backend>(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<EmbedReport> {
     let format = OutFormat::of(output)?;
+    crate::output::check_writable(output, "output")?;
     if shard.is_some() && format != OutFormat::Safetensors {
         return Err(PipelineError::option(
             "shard",
@@ -452,11 +569,21 @@ pub fn embed_file<B: Backend>(
                 .map_err(|e| PipelineError::option("gene_embeddings", e.to_string()))?;
         }
     }
-    let whole_file = format == OutFormat::H5ad
-        && crate::output::whole_input(input, kind == OutputKind::EmbeddingsOnly)?;
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
-    let range = shard.map_or((0, n_cells), |s| s.range(n_cells));
+    let range = limit(shard.map_or((0, n_cells), |s| s.range(n_cells)), options)?;
+    let limited = range.1 - range.0 < n_cells;
+    let would_be_whole = format == OutFormat::H5ad
+        && crate::output::whole_input(input, kind == OutputKind::EmbeddingsOnly)?;
+    let whole_file = would_be_whole && !limited;
+    if would_be_whole && limited && shard.is_none() {
+        on_event(Event::Note(format!(
+            "`max_cells`: the first {} of {n_cells} cells are embedded, so {} gets those cells' obs and embeddings only (not the whole input)",
+            range.1 - range.0,
+            output.display()
+        )));
+    }
+    scan_input(input, read, pretrained, options.tokenize, range, whole_file)?;
     let p = prepare::<B>(pretrained, options, device)?;
     let k = p.positions.len();
     match format {
@@ -756,6 +883,7 @@ pub struct MergeReport {
 /// refused before anything is written.
 pub fn merge_shards(shards: &[PathBuf], output: &Path, kind: OutputKind) -> Result<MergeReport> {
     let format = OutFormat::of(output)?;
+    crate::output::check_writable(output, "output")?;
     if shards.is_empty() {
         return Err(PipelineError::option("shards", "no shard given"));
     }

@@ -117,6 +117,16 @@ pub enum PipelineError {
         /// The model's gene positions (sequence length − 2).
         model_genes: usize,
     },
+    /// An output path that cannot be written, found before any computation.
+    #[error("`{option}` {path}: {detail}; nothing was computed")]
+    Output {
+        /// The option that gave the path.
+        option: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
     /// An option out of its range or inconsistent with another.
     #[error("{option}: {detail}")]
     Option {

@@ -368,6 +368,7 @@ pub fn insilico_file<B: Backend>(
             format!("{}: use a .h5ad file name", output.display()),
         ));
     }
+    crate::output::check_writable(output, "output")?;
     let mut source = open_source(input, read)?;
     let out = insilico_source::<B>(pretrained, source.as_mut(), options, device, on_event)?;
     let mut w = H5adWriter::new(out.obs.clone(), out.genes.clone());

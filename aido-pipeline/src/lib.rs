@@ -32,7 +32,7 @@ pub mod vocabulary;
 
 use std::path::PathBuf;
 
-pub use device::{OnDevice, on_device};
+pub use device::{OnDevice, on_device, set_threads, threads};
 pub use embed::{
     EmbedOptions, EmbedOutput, EmbedReport, MergeReport, OutFormat, OutputKind, Shard, embed_file,
     embed_matrix, merge_shards,

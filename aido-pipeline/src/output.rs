@@ -5,10 +5,69 @@
 use std::path::Path;
 
 use aido_tokenize::h5ad_edit::{H5adAdditions, write_input_plus};
-use aido_tokenize::h5ad_out::H5adWriter;
-use aido_tokenize::{InputFormat, ObsTable};
+use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
+use aido_tokenize::{CsrChunk, InputFormat, ObsTable, ReadOptions, open_source};
 
 use crate::error::{PipelineError, Result};
+
+/// Refuses an output path before any computation: its folder exists and takes a new file, and
+/// the path is not a folder. `option` names the option that gave it. The probe is a hidden
+/// empty file beside the output, removed at once.
+pub fn check_writable(path: &Path, option: &'static str) -> Result<()> {
+    let err = |detail: String| PipelineError::Output {
+        option,
+        path: path.to_path_buf(),
+        detail,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(err(format!(
+            "the folder {} does not exist (create it first)",
+            dir.display()
+        )));
+    }
+    if path.is_dir() {
+        return Err(err("is a folder; give a file name".into()));
+    }
+    let name = path
+        .file_name()
+        .map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
+    let probe = dir.join(format!(".{name}.probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(err(format!("cannot write in {}: {e}", dir.display()))),
+    }
+}
+
+/// Refuses an output folder before any computation: it is a folder if it exists, and the
+/// folder it is (or will be) created in exists and takes new files.
+pub fn check_out_folder(path: &Path, option: &'static str) -> Result<()> {
+    if path.exists() && !path.is_dir() {
+        return Err(PipelineError::Output {
+            option,
+            path: path.to_path_buf(),
+            detail: "is a file; this output is a folder".into(),
+        });
+    }
+    if !path.is_dir() {
+        // Created later: its parent must take it.
+        return check_writable(path, option);
+    }
+    check_writable(&path.join("probe"), option).map_err(|e| match e {
+        PipelineError::Output { detail, .. } => PipelineError::Output {
+            option,
+            path: path.to_path_buf(),
+            detail,
+        },
+        e => e,
+    })
+}
 
 /// Whether `output` gets the whole input: an h5ad input written to an h5ad, unless the caller
 /// asked for the small file.
@@ -46,10 +105,60 @@ pub fn write_results(
     } else {
         let mut obs = obs()?;
         obs.columns.extend(add.obs);
-        let mut w = H5adWriter::new(obs, Vec::new());
+        // An input that is not an h5ad (10x, Matrix Market, CSV) becomes a whole AnnData: X the
+        // counts read for these cells, var the genes, obs the barcodes. (An h5ad input written
+        // to the small file on request keeps the small file's meaning: no X.)
+        let (genes, x) = if InputFormat::detect(input)? == InputFormat::H5ad {
+            (Vec::new(), None)
+        } else {
+            let (genes, csr) = kept_counts(input, kept)?;
+            let n_cols = genes.len();
+            (genes, Some(XMatrix::Csr { csr, n_cols }))
+        };
+        let mut w = H5adWriter::new(obs, genes);
+        w.x = x;
         w.obsm = add.obsm;
         w.uns = add.uns;
         w.write(output)?;
     }
     Ok(())
+}
+
+/// The genes of `input` and the counts of its cells `kept` (ascending input indices), read in
+/// windows: only those rows are held.
+fn kept_counts(input: &Path, kept: &[usize]) -> Result<(Vec<String>, CsrChunk)> {
+    let mut source = open_source(input, &ReadOptions::default())?;
+    let genes = source.gene_names().to_vec();
+    let mut out = CsrChunk {
+        first_cell: 0,
+        indptr: vec![0],
+        ..Default::default()
+    };
+    let mut next = kept.iter().peekable();
+    while next.peek().is_some() {
+        let Some(chunk) = source.next_chunk(4096)? else {
+            break;
+        };
+        while let Some(&&cell) = next.peek() {
+            if cell >= chunk.first_cell + chunk.n_cells() {
+                break;
+            }
+            let (idx, val) = chunk.row(cell - chunk.first_cell);
+            out.indices.extend_from_slice(idx);
+            out.data.extend_from_slice(val);
+            out.indptr.push(out.indices.len());
+            next.next();
+        }
+    }
+    if out.n_cells() != kept.len() {
+        return Err(PipelineError::input(
+            input.display(),
+            format!(
+                "{} of the {} processed cells could be read back for X",
+                out.n_cells(),
+                kept.len()
+            ),
+        ));
+    }
+    Ok((genes, out))
 }

@@ -262,6 +262,7 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<PerturbFitReport> {
     let t0 = Instant::now();
+    crate::output::check_out_folder(out, "out")?;
     if !(0.0..=1.0).contains(&options.train_gene_fraction)
         || !(0.0..=1.0).contains(&options.combo_seen2_train_fraction)
     {
@@ -705,6 +706,7 @@ pub fn perturb_predict_file<B: Backend>(
     batch_size: usize,
     device: &B::Device,
 ) -> Result<PerturbPredictions> {
+    crate::output::check_writable(output, "output")?;
     let p = perturb_predict::<B>(model, conditions, batch_size, device)?;
     write_json(output, &p)?;
     Ok(p)

@@ -56,6 +56,35 @@ impl std::fmt::Display for ModelSource {
     }
 }
 
+/// A hub lookup that failed for a name that could also have been a relative folder (`runs/model`
+/// with no `@`): the error also says that no such folder exists here.
+fn no_folder_either(e: PipelineError, id: &ModelId) -> PipelineError {
+    let shown = id.to_string();
+    if shown.contains('@') {
+        return e;
+    }
+    let also = format!("; nor is there a folder {shown} here");
+    match e {
+        PipelineError::HubNotFound {
+            id,
+            detail,
+            endpoint,
+            cache,
+        } => PipelineError::HubNotFound {
+            id,
+            detail: detail + &also,
+            endpoint,
+            cache,
+        },
+        PipelineError::HubOffline { id, cache, detail } => PipelineError::HubOffline {
+            id,
+            cache,
+            detail: detail + &also,
+        },
+        e => e,
+    }
+}
+
 /// How to open a model.
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
@@ -107,7 +136,7 @@ impl Pretrained {
             }
             ModelSource::Hub(id) => {
                 let settings = options.hub.clone().unwrap_or_else(HubSettings::from_env);
-                hub::resolve(id, &settings, on_event)?
+                hub::resolve(id, &settings, on_event).map_err(|e| no_folder_either(e, id))?
             }
         };
         if !folder.join(CONFIG_FILE).is_file() {

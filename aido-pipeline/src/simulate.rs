@@ -70,6 +70,7 @@ impl std::fmt::Display for Simulated {
 /// Writes simulated raw counts with known cell types (`obs/cell_type`, `obs/batch` with more
 /// than one batch) over `genes` to `output`.
 pub fn write_cells(cfg: &SimulationConfig, genes: Vec<String>, output: &Path) -> Result<Simulated> {
+    crate::output::check_writable(output, "output")?;
     let sim = simulate(cfg, genes)?;
     let nnz = sim.counts.data.len();
     let n_genes = sim.genes.len();
@@ -98,6 +99,10 @@ pub fn write_screen(
     output: &Path,
     controls_out: Option<&Path>,
 ) -> Result<Simulated> {
+    crate::output::check_writable(output, "output")?;
+    if let Some(c) = controls_out {
+        crate::output::check_writable(c, "controls_out")?;
+    }
     let sim = simulate_perturbations(cfg)?;
     let n = sim.condition.len();
     let mut categories: Vec<String> = Vec::new();

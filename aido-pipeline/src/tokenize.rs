@@ -62,6 +62,7 @@ pub fn tokenize_file(
     if batch_size == 0 {
         return Err(PipelineError::option("batch_size", "must be at least 1"));
     }
+    crate::output::check_writable(output, "output")?;
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
     let t0 = Instant::now();

@@ -25,7 +25,7 @@ use aido_tokenize::{
     ObsTable, TokenizeError, TokenizeOptions, read_all,
 };
 use numpy::{IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyError, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -49,6 +49,10 @@ fn to_py(e: PipelineError, pending: &Pending) -> PyErr {
             PyKeyError::new_err(text)
         }
         PipelineError::Interrupted => PyRuntimeError::new_err(text),
+        PipelineError::Output { detail, .. } if detail.contains("does not exist") => {
+            PyFileNotFoundError::new_err(text)
+        }
+        PipelineError::Output { .. } => PyOSError::new_err(text),
         _ => PyValueError::new_err(text),
     }
 }
@@ -390,6 +394,7 @@ fn embed<'py>(
         precision: model.precision,
         tokenize: tokenize_options(gene_id, allow_non_integer)?,
         gene_embeddings: gene_embeddings.unwrap_or_default(),
+        max_cells: None,
     };
     let work = EmbedWork {
         model,
@@ -691,6 +696,7 @@ fn cluster_options(
         n_pcs,
         n_neighbors,
         seed,
+        ..ClusterOptions::default()
     }
 }
 
@@ -1088,6 +1094,13 @@ fn perturb_predict_py<'py>(
     json_to_py(py, &serde_json::to_value(&r).unwrap_or_default())
 }
 
+/// Caps the CPU threads of every computation in this process (rayon's global pool); once,
+/// before the first computation.
+#[pyfunction]
+fn set_threads(threads: usize) -> PyResult<()> {
+    aido_pipeline::set_threads(threads).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
 /// The extension module.
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -1102,6 +1115,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(finetune, m)?)?;
     m.add_function(wrap_pyfunction!(perturb_fit, m)?)?;
     m.add_function(wrap_pyfunction!(perturb_predict_py, m)?)?;
+    m.add_function(wrap_pyfunction!(set_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -4,6 +4,8 @@ plotting on the results."""
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -240,3 +242,19 @@ def test_finetune_insilico_and_perturbation(work, tmp_path):
     pred = aido_sdk.perturb_predict(tmp_path / "pert" / "model", ["P0G00+P1G00", "P0G01+ctrl"])
     assert set(pred["conditions"]) == {"P0G00+P1G00", "P0G01+ctrl"}
     assert len(pred["conditions"]["P0G01+ctrl"]["predicted"]) == len(pred["genes"])
+
+
+def test_set_threads_caps_once_and_refuses_bad_values():
+    # 0 is refused here; the cap itself needs a fresh process (the pool starts once).
+    with pytest.raises(ValueError, match="at least 1"):
+        aido_sdk.set_threads(0)
+    code = (
+        "import aido_sdk\n"
+        "aido_sdk.set_threads(1)\n"
+        "try:\n"
+        "    aido_sdk.set_threads(2)\n"
+        "except ValueError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "refused:" in out.stdout and "before any computation" in out.stdout, out

@@ -3,20 +3,88 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::error::{Result, TokenizeError};
 
-/// A temporary sibling of `path` (same folder, so the final rename is atomic).
+/// The temporary files this process has started ([`temp_sibling`]): what
+/// [`remove_live_temps`] removes when the process is interrupted.
+static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A temporary sibling of `path` (same folder, so the final rename is atomic):
+/// `.NAME.tmp-PID`. The name is registered for [`remove_live_temps`], and temporaries of the
+/// same output left by processes that no longer run (a run killed before it could clean up)
+/// are removed first ([`remove_stale_temps`]).
 pub fn temp_sibling(path: &Path) -> PathBuf {
+    remove_stale_temps(path);
+    let tmp = temp_name(path, std::process::id());
+    if let Ok(mut live) = LIVE_TEMPS.lock()
+        && !live.contains(&tmp)
+    {
+        live.push(tmp.clone());
+    }
+    tmp
+}
+
+/// `.NAME.tmp-PID` beside `path`.
+fn temp_name(path: &Path, pid: u32) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = format!(".{name}.tmp-{}", std::process::id());
+    let tmp = format!(".{name}.tmp-{pid}");
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.join(tmp),
         _ => PathBuf::from(tmp),
     }
+}
+
+/// Removes every temporary file this process has started and not yet renamed or removed: for
+/// a signal handler (Ctrl-C, SIGTERM) before the process exits, so that an interrupted run
+/// leaves nothing behind. Returns how many files it removed.
+pub fn remove_live_temps() -> usize {
+    let live = match LIVE_TEMPS.lock() {
+        Ok(l) => l.clone(),
+        Err(e) => e.into_inner().clone(),
+    };
+    live.iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count()
+}
+
+/// Removes the temporaries of `path` (`.NAME.tmp-PID` beside it) whose process is gone, on
+/// Linux (`/proc/PID` absent); elsewhere, and for a running process, nothing is removed.
+/// Returns how many files it removed.
+pub fn remove_stale_temps(path: &Path) -> usize {
+    if !cfg!(target_os = "linux") {
+        return 0;
+    }
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return 0;
+    };
+    let prefix = format!(".{name}.tmp-");
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists();
+        if gone && std::fs::remove_file(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Writes through `body` into a temporary sibling file, then renames it onto `path`.

@@ -169,10 +169,31 @@ impl<'a> Tokenizer<'a> {
             .unwrap_or_else(|| format!("#{j}"))
     }
 
-    /// Validates and tokenizes one window of cells.
-    pub fn tokenize_chunk(&mut self, chunk: &CsrChunk) -> Result<TokenBatch> {
+    /// Validates the next `n` cells of the source (every stored value, as
+    /// [`Tokenizer::next_batch`] does) without tokenizing them, and returns the input indices
+    /// of the cells with no counts in the model's genes, so that a caller can refuse before any
+    /// computation. With [`EmptyCellPolicy::Error`] an empty cell is the same error as in
+    /// `next_batch`. Reads past the cells like [`Tokenizer::skip_cells`] (they count in the
+    /// stats).
+    pub fn scan_cells(&mut self, n: usize) -> Result<Vec<usize>> {
+        let mut empty = Vec::new();
+        let mut seen = 0;
+        while seen < n {
+            let Some(chunk) = self.source.next_chunk((n - seen).min(4096))? else {
+                break;
+            };
+            seen += chunk.n_cells();
+            empty.extend(self.validate_chunk(&chunk)?.1);
+        }
+        Ok(empty)
+    }
+
+    /// Pass 1 of tokenization: validates every stored value of `chunk` and returns the kept
+    /// rows (chunk row, aligned total) and the empty cells (input indices), after applying the
+    /// empty-cell policy.
+    #[allow(clippy::type_complexity)]
+    fn validate_chunk(&mut self, chunk: &CsrChunk) -> Result<(Vec<(usize, f32)>, Vec<usize>)> {
         let n = chunk.n_cells();
-        let width = self.vocab.seq_len();
         let mut rows: Vec<(usize, f32)> = Vec::with_capacity(n);
         let mut empty: Vec<usize> = Vec::new();
         let n_genes = self.alignment.n_data_genes();
@@ -248,6 +269,13 @@ impl<'a> Tokenizer<'a> {
                 EmptyCellPolicy::Skip => self.stats.cells_skipped_empty += empty.len(),
             }
         }
+        Ok((rows, empty))
+    }
+
+    /// Validates and tokenizes one window of cells.
+    pub fn tokenize_chunk(&mut self, chunk: &CsrChunk) -> Result<TokenBatch> {
+        let width = self.vocab.seq_len();
+        let (rows, _) = self.validate_chunk(chunk)?;
         // Pass 2: preprocess the kept cells.
         let mut values = Array2::<f32>::zeros((rows.len(), width));
         let mut cells = Vec::with_capacity(rows.len());

@@ -11,8 +11,10 @@ use clap::Args;
 
 use super::pipeline_error;
 
-/// Flags of `aido cluster`.
+/// Flags of `aido cluster`: what to cluster is `--embedding KEY` or `--expression`, exactly
+/// one (a missing choice names both).
 #[derive(Args, Clone, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["embedding", "expression"])))]
 pub(crate) struct ClusterArgs {
     /// Input .h5ad.
     #[arg(long)]
@@ -21,15 +23,14 @@ pub(crate) struct ClusterArgs {
     /// scanpy's obsp/connectivities, obsp/distances, uns/neighbors, uns/pca).
     #[arg(long)]
     pub output: PathBuf,
-    /// Cluster this obsm matrix (e.g. X_aido_cell from `aido embed`).
-    #[arg(
-        long,
-        conflicts_with = "expression",
-        required_unless_present = "expression"
-    )]
+    /// Cluster this obsm matrix (e.g. X_aido_cell from `aido embed`). It is standardized and
+    /// reduced to --n-pcs principal components before the kNN graph (the protocol of the
+    /// AIDO.Cell and scFoundation papers), not used as is like `sc.pp.neighbors(use_rep=…)`.
+    #[arg(long)]
     pub embedding: Option<String>,
     /// Run the expression baseline on raw counts (X or --layer): normalize 1e4, log1p,
-    /// seurat HVG, scale, PCA.
+    /// seurat HVG (scanpy's default cut-offs, or --n-top-genes), scale (no clip, or
+    /// --scale-max), PCA.
     #[arg(long)]
     pub expression: bool,
     /// obs column with the true labels (ARI/NMI/AMI, silhouette, label ASW).
@@ -54,6 +55,15 @@ pub(crate) struct ClusterArgs {
     /// Seed of Leiden and UMAP.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// With --expression: keep the N genes of highest normalized dispersion (scanpy's
+    /// `highly_variable_genes(flavor="seurat", n_top_genes=N)`, as most tutorials run it)
+    /// instead of scanpy's default cut-offs.
+    #[arg(long, value_name = "N")]
+    pub n_top_genes: Option<usize>,
+    /// Clip the standardized values to ±V (scanpy's `pp.scale(max_value=V)`; tutorials use
+    /// 10). Default: no clip, as scanpy.
+    #[arg(long, value_name = "V")]
+    pub scale_max: Option<f32>,
     /// With --expression: read layers/NAME instead of X.
     #[arg(long)]
     pub layer: Option<String>,
@@ -113,6 +123,8 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<()> {
         n_pcs: a.n_pcs,
         n_neighbors: a.n_neighbors,
         seed: a.seed,
+        n_top_genes: a.n_top_genes,
+        scale_max: a.scale_max,
     };
     let c = cluster_file(&a.input, &a.output, &files, &options, &mut |e| {
         if let aido_pipeline::Event::Note(n) = e

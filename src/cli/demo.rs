@@ -1,10 +1,10 @@
 //! `aido demo`: simulate → pretrain a tiny model (RDA) → embed → cluster, next to the
 //! expression baseline, on embedded data (no files needed).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use aido_pipeline::demo::DemoOptions;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use super::pipeline_error;
@@ -17,9 +17,9 @@ pub(crate) struct DemoArgs {
     /// Genes in the synthetic panel (the model's sequence is this + 2).
     #[arg(long, default_value_t = 1000)]
     genes: usize,
-    /// Keep the demo's files in this folder (default: a temporary folder, removed afterwards).
-    #[arg(long)]
-    out: Option<PathBuf>,
+    /// The demo's files (data, model, embeddings, clusters, UMAP pictures, reports) go here.
+    #[arg(long, default_value = "aido-demo")]
+    out: PathBuf,
     /// RNG seed.
     #[arg(long, default_value_t = 7)]
     seed: u64,
@@ -29,17 +29,8 @@ pub(crate) struct DemoArgs {
 }
 
 pub(crate) fn cmd_demo(a: &DemoArgs) -> Result<()> {
-    let tmp;
-    let dir = match &a.out {
-        Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            d.clone()
-        }
-        None => {
-            tmp = tempdir()?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let dir = a.out.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     outln!(
         "aido demo: simulate → pretrain a tiny model (RDA) → embed → cluster, next to the expression baseline (files in {})",
         dir.display()
@@ -70,39 +61,11 @@ pub(crate) fn cmd_demo(a: &DemoArgs) -> Result<()> {
         e.cells_embedded as f64 / e.seconds.max(1e-9)
     );
     outln!("{r}");
+    outln!("{}", r.explanation());
     outln!(
         "UMAPs: {} and {}",
         dir.join("demo_embedding_umap.png").display(),
         dir.join("demo_expression_umap.png").display()
     );
-    if a.out.is_none() {
-        outln!("(files were in a temporary folder; pass --out DIR to keep them)");
-    }
     Ok(())
-}
-
-/// A temporary folder removed on drop.
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub(crate) fn tempdir() -> Result<TempDir> {
-    let base = std::env::temp_dir();
-    for i in 0..100u32 {
-        let p = base.join(format!("aido-demo-{}-{i}", std::process::id()));
-        if std::fs::create_dir(&p).is_ok() {
-            return Ok(TempDir(p));
-        }
-    }
-    bail!("could not create a temporary folder in {}", base.display())
 }

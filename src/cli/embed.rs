@@ -32,6 +32,10 @@ pub(crate) struct EmbedArgs {
     /// Cells per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
+    /// Embed only the first N cells (a trial run on a large file: the output then holds
+    /// those cells only, never the whole input).
+    #[arg(long, value_name = "N")]
+    pub max_cells: Option<usize>,
     #[command(flatten)]
     pub compute: ComputeArgs,
     /// Output: .h5ad (an h5ad input copied whole plus obsm/X_aido_cell; see
@@ -94,6 +98,7 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
         precision: a.compute.precision,
         tokenize: a.input.options()?,
         gene_embeddings: a.gene_embeddings.clone(),
+        max_cells: a.max_cells,
     };
     let pretrained = super::render::open_model(&a.model, &a.genes, verbose)?;
     let r = on_device(

@@ -55,9 +55,6 @@ pub(crate) struct InsilicoArgs {
     pub batch_size: usize,
     #[command(flatten)]
     pub compute: ComputeArgs,
-    /// No progress bar or summary on the terminal.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 struct Run<'a> {
@@ -71,7 +68,7 @@ impl OnDevice for Run<'_> {
     fn run<B: Backend>(self, device: B::Device) -> aido_pipeline::Result<InsilicoOutput> {
         let a = self.a;
         let t = "{spinner} insilico {msg} [{bar:30}] {pos}/{len} cell×gene ({per_sec}, eta {eta})";
-        let pb = super::render::bar(!a.quiet, 0, t);
+        let pb = super::render::bar(!super::quiet(), 0, t);
         pb.set_message(self.options.mode.label());
         let mut printer = EventPrinter::new(false, "insilico");
         let r = insilico_file::<B>(
@@ -111,7 +108,7 @@ pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
             ..AlignOptions::default()
         },
     };
-    let pretrained = super::render::open_model(&a.model, &a.genes, !a.quiet)?;
+    let pretrained = super::render::open_model(&a.model, &a.genes, !super::quiet())?;
     let out = on_device(
         a.compute.device,
         Run {
@@ -121,7 +118,7 @@ pub(crate) fn cmd_insilico(a: &InsilicoArgs) -> Result<()> {
         },
     )
     .map_err(pipeline_error)?;
-    if !a.quiet {
+    if !super::quiet() {
         let mut lines = out.to_string();
         let ranked = format!("; ranking in {}", a.output.with_extension("tsv").display());
         lines.insert_str(lines.find('\n').unwrap_or(lines.len()), &ranked);

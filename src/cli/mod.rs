@@ -54,6 +54,14 @@ use std::path::PathBuf;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// No progress bars, alignment reports or run details: only the line naming what was
+    /// written, warnings and errors (the output files are the same).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// CPU threads for every computation (attention, matmuls, clustering). Default: the
+    /// `RAYON_NUM_THREADS` environment variable, else one per logical CPU.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -164,7 +172,7 @@ pub(crate) struct InputArgs {
     /// Drop cells whose aligned total is zero (counted) instead of failing.
     #[arg(long)]
     skip_empty: bool,
-    /// Minimum matched genes (lowered to half the data's genes for small panels).
+    /// Minimum matched genes (lowered to a quarter of the data's genes for small panels).
     #[arg(long, default_value_t = 1000)]
     min_overlap_genes: usize,
     /// Minimum fraction of the data's genes found in the vocabulary.
@@ -215,6 +223,56 @@ impl InputArgs {
     }
 }
 
+/// On Ctrl-C (SIGINT) or SIGTERM: removes the temporary outputs this run has started (an
+/// interrupted `embed … --output x.safetensors` used to leave a hidden `.x.safetensors.tmp-PID`
+/// of up to the full size), says so, and exits with 128 + the signal. The handler only records
+/// the signal; a watcher thread does the rest outside the signal context.
+#[cfg(unix)]
+#[allow(unsafe_code)] // one signal-hook registration; the action is async-signal-safe
+fn clean_up_on_signals() {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static SIGNAL: AtomicI32 = AtomicI32::new(0);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        let registered = unsafe {
+            signal_hook_registry::register(sig, move || SIGNAL.store(sig, Ordering::SeqCst))
+        };
+        if registered.is_err() {
+            return;
+        }
+    }
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let sig = SIGNAL.load(Ordering::SeqCst);
+            if sig != 0 {
+                let n = aido_tokenize::io_util::remove_live_temps();
+                let name = if sig == libc::SIGINT {
+                    "interrupted"
+                } else {
+                    "terminated"
+                };
+                eprintln!(
+                    "\n{name}: {n} unfinished output file{} removed",
+                    if n == 1 { "" } else { "s" }
+                );
+                std::process::exit(128 + sig);
+            }
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn clean_up_on_signals() {}
+
+/// `--quiet`, set once from the command line.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether `--quiet` was given: no progress bars, alignment reports or run details.
+pub(crate) fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Parses the command line and runs; errors are printed with their causes.
 pub fn run() -> ExitCode {
     tracing_subscriber::fmt()
@@ -224,6 +282,14 @@ pub fn run() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    clean_up_on_signals();
+    if let Some(n) = cli.threads
+        && let Err(e) = aido_pipeline::set_threads(n)
+    {
+        eprintln!("error: {}", render::flags_named(&e.to_string()));
+        return ExitCode::FAILURE;
+    }
     let res = match cli.command {
         Command::Tokenize(a) => data::cmd_tokenize(&a),
         Command::Simulate(a) => data::cmd_simulate(&a),

@@ -11,7 +11,7 @@ use clap::Args;
 #[derive(Args, Clone)]
 pub(crate) struct PackArgs {
     /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv); repeat for several.
-    #[arg(long = "data", required = true)]
+    #[arg(long = "input", visible_alias = "data", required = true)]
     pub data: Vec<PathBuf>,
     /// The gene list to align to (TSV, `gene_name` column): the panel of the models trained on
     /// the corpus.

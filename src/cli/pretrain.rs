@@ -20,7 +20,8 @@ pub(crate) struct PretrainArgs {
     /// Raw-count input (.h5ad, 10x .h5, Matrix Market folder, .csv/.tsv), held in memory;
     /// repeat for several.
     #[arg(
-        long = "data",
+        long = "input",
+        visible_alias = "data",
         required_unless_present = "corpus",
         conflicts_with = "corpus"
     )]
@@ -51,25 +52,25 @@ pub(crate) struct PretrainArgs {
     /// SwiGLU width.
     #[arg(long)]
     pub intermediate: Option<usize>,
-    /// Optimizer updates.
+    /// Optimizer updates (default 1000).
     #[arg(long)]
     pub steps: Option<u64>,
-    /// Cells per micro-batch.
+    /// Cells per micro-batch (default 8).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Micro-batches per update (effective batch = batch size × this).
+    /// Micro-batches per update (effective batch = batch size × this; default 1).
     #[arg(long)]
     pub grad_accum: Option<usize>,
-    /// Peak learning rate.
+    /// Peak learning rate (default 0.0003).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Seed of initialization, split, data order and RDA examples.
+    /// Seed of initialization, split, data order and RDA examples (default 0).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Validation every N updates.
+    /// Validation every N updates (default 100).
     #[arg(long)]
     pub val_every: Option<u64>,
-    /// Resumable checkpoint every N updates.
+    /// Resumable checkpoint every N updates (default 100).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// --corpus: training cells shuffled together (the cells held in memory), default 10000;
@@ -96,9 +97,6 @@ pub(crate) struct PretrainArgs {
     /// Compute device: cpu, cuda (build feature `cuda`) or wgpu (feature `wgpu`).
     #[arg(long, default_value = "cpu")]
     pub device: DeviceKind,
-    /// No progress bar (the metrics log is still written).
-    #[arg(long)]
-    pub quiet: bool,
     /// Experimental: nodes (processes, one device each) of a multi-node run; start
     /// `aido orchestrator` first and this command on every node with its --node-rank.
     #[arg(long, requires_all = ["node_rank", "orchestrator", "bind"])]
@@ -191,7 +189,7 @@ pub(crate) fn cmd_pretrain(a: &PretrainArgs) -> Result<Summary> {
         nodes: a.node_config(),
     };
     let t = "{spinner} [{bar:30}] {pos}/{len} updates {msg} (eta {eta})";
-    let pb = super::render::bar(!a.quiet, steps, t);
+    let pb = super::render::bar(!super::quiet(), steps, t);
     let summary = pretrain_on(a.device, job, &mut |e| {
         match &e {
             Event::Started { first_step, .. } => pb.set_position(first_step - 1),

@@ -47,14 +47,18 @@ pub(crate) struct EventPrinter {
     verbose: bool,
     stage: &'static str,
     bar: Option<ProgressBar>,
+    /// Whether the progress bar shows its ETA yet (only once a batch has finished: before,
+    /// indicatif's estimate is "0s").
+    eta: bool,
 }
 
 impl EventPrinter {
     pub(crate) fn new(verbose: bool, stage: &'static str) -> Self {
         EventPrinter {
-            verbose,
+            verbose: verbose && !super::quiet(),
             stage,
             bar: None,
+            eta: false,
         }
     }
 
@@ -77,6 +81,13 @@ impl EventPrinter {
                 let bar = self
                     .bar
                     .get_or_insert_with(|| progress(total as u64, stage));
+                if done > 0 && !self.eta {
+                    self.eta = true;
+                    bar.reset_eta();
+                    if let Ok(style) = ProgressStyle::with_template(CELLS_ETA) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                }
                 bar.set_position(done as u64);
             }
             Event::Download {
@@ -110,7 +121,7 @@ impl Drop for EventPrinter {
 /// A progress bar of `len` steps drawn with `template` (indicatif's), or a hidden one when
 /// `shown` is false.
 pub(crate) fn bar(shown: bool, len: u64, template: &str) -> ProgressBar {
-    if !shown {
+    if !shown || super::quiet() {
         return ProgressBar::hidden();
     }
     let pb = ProgressBar::new(len);
@@ -120,11 +131,15 @@ pub(crate) fn bar(shown: bool, len: u64, template: &str) -> ProgressBar {
     pb
 }
 
+/// A cells bar once a batch has finished, with its rate and ETA.
+const CELLS_ETA: &str = "{spinner} {msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})";
+
+/// A cells bar before the first batch has finished (no rate or ETA to show yet).
 fn progress(n: u64, what: &str) -> ProgressBar {
     let pb = bar(
         true,
         n,
-        "{spinner} {msg} [{bar:30}] {pos}/{len} cells ({per_sec}, eta {eta})",
+        "{spinner} {msg} [{bar:30}] {pos}/{len} cells (first batch…)",
     );
     pb.set_message(what.to_string());
     pb

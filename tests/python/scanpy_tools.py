@@ -33,6 +33,20 @@ assert a.obsp["connectivities"].dtype == np.float32, a.obsp["connectivities"].dt
 assert a.obsp["distances"].dtype == np.float64, a.obsp["distances"].dtype
 assert a.uns["neighbors"]["connectivities_key"] == "connectivities"
 
+# The colours aido drew are the ones scanpy would assign (category order, scanpy's default
+# palette for that many categories), stored where sc.pl.umap reads them; the HVG flavour is
+# where sc.pl.highly_variable_genes reads it.
+from scanpy.plotting import _utils as pl_utils
+
+for key in ("aido_leiden", "cell_type"):
+    ours = list(a.uns[f"{key}_colors"])
+    fresh = a.copy()
+    del fresh.uns[f"{key}_colors"]
+    pl_utils._set_default_colors_for_categorical_obs(fresh, key)
+    assert ours == list(fresh.uns[f"{key}_colors"]), (key, ours, list(fresh.uns[f"{key}_colors"]))
+assert a.uns["hvg"]["flavor"] == "seurat"
+sc.pl.highly_variable_genes(a, show=False)
+
 sc.tl.umap(a)
 sc.tl.leiden(a, flavor="igraph", n_iterations=2, key_added="leiden_scanpy")
 sc.tl.paga(a, groups="aido_leiden")
@@ -46,6 +60,37 @@ sc.pp.normalize_total(x)
 sc.pp.log1p(x)
 sc.tl.rank_genes_groups(x, "cell_type", method="wilcoxon")
 
+# --n-top-genes selects the genes scanpy selects with n_top_genes (seurat flavour, on
+# normalize_total(1e4) + log1p); --scale-max is recorded in the report.
+top = work / "top.h5ad"
+report = work / "top.json"
+run("cluster", "--input", sim, "--output", top, "--expression", "--n-top-genes", 100,
+    "--scale-max", 10, "--report", report)
+t = sc.read_h5ad(top)
+ref = sc.read_h5ad(sim)
+sc.pp.normalize_total(ref, target_sum=1e4)
+sc.pp.log1p(ref)
+sc.pp.highly_variable_genes(ref, flavor="seurat", n_top_genes=100)
+assert (t.var["highly_variable"].values == ref.var["highly_variable"].values).all()
+import json
+settings = json.loads(report.read_text())["settings"]
+assert settings["n_top_genes"] == 100 and settings["scale_max"] == 10, settings
+
+# A 10x input embedded into an h5ad is a whole AnnData: X = the counts read, var = the genes,
+# obs = the barcodes (it used to have no genes). Two cells of the 3M fixture at full context.
+testdata = pathlib.Path(__file__).resolve().parents[2] / "testdata"
+tenx = testdata / "data" / "10x_v3_filtered_feature_bc_matrix.h5"
+emb = work / "tenx.h5ad"
+run("embed", "--model", testdata / "fixtures" / "aido_cell" / "aido_cell_3m_random", "--input", tenx,
+    "--output", emb, "--max-cells", 2, "--quiet")
+e = sc.read_h5ad(emb)
+ref = sc.read_10x_h5(tenx)[:2]
+assert e.shape == ref.shape, (e.shape, ref.shape)
+assert list(e.obs_names) == list(ref.obs_names)
+assert list(e.var_names) == list(ref.var_names)
+assert (e.X != ref.X).nnz == 0
+assert e.obsm["X_aido_cell"].shape == (2, 128)
+
 from importlib.metadata import version
 
-print("scanpy", version("scanpy"), ": umap, leiden, paga, diffmap, draw_graph, pl.umap and rank_genes_groups ran on aido's outputs")
+print("scanpy", version("scanpy"), ": umap, leiden, paga, diffmap, draw_graph, pl.umap, pl.highly_variable_genes and rank_genes_groups ran on aido's outputs; uns colours are scanpy's")

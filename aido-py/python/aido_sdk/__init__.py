@@ -31,6 +31,7 @@ __all__ = [
     "evaluate",
     "perturb_fit",
     "perturb_predict",
+    "set_threads",
 ]
 __version__ = _core.__version__
 
@@ -343,3 +344,11 @@ def perturb_predict(model_dir: str | os.PathLike, conditions: list[str] | str) -
     if isinstance(conditions, str):
         conditions = [c for c in conditions.split(",") if c]
     return _core.perturb_predict_py(os.fspath(model_dir), list(conditions))
+
+
+def set_threads(threads: int) -> None:
+    """Caps the CPU threads aido uses for every computation in this process (attention,
+    matmuls, clustering). Call it once, before the first computation; without it aido uses
+    ``RAYON_NUM_THREADS`` if set, else one thread per logical CPU. Raises ``ValueError`` for 0,
+    or when called again or after a computation has started the thread pool."""
+    _core.set_threads(int(threads))
