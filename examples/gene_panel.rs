@@ -41,6 +41,7 @@ fn main() -> Result<()> {
         let opts = ReadOptions {
             gene_column: col.clone(),
             layer: None,
+            raw: false,
         };
         let mut src = open_source(f, &opts)?;
         let pos: Vec<Option<usize>> = src.gene_names().iter().map(|n| vocab.position(n)).collect();

@@ -328,7 +328,25 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
                 ("--output", &out),
             ],
         ),
-        &["sciplex3.h5ad", "X", "log-normalized", "raw counts"],
+        &[
+            "sciplex3.h5ad",
+            "X",
+            "log-normalized",
+            "raw counts",
+            // where else counts might be: none here (an empty layers group, no raw/X)
+            "The file has no layers; no raw/X.",
+        ],
+    );
+    // --use-raw on a file without raw/X names what is missing
+    fails_with(
+        &run(
+            &["cluster", "--expression", "--use-raw"],
+            &[
+                ("--input", &testdata_path("data/sciplex3.h5ad")),
+                ("--output", &out),
+            ],
+        ),
+        &["sciplex3.h5ad", "raw/X", "adata.raw"],
     );
     assert!(!out.exists() && !ev.exists());
     let left: Vec<String> = std::fs::read_dir(dir.path())

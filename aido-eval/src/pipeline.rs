@@ -104,6 +104,16 @@ pub enum ClusterInput<'a> {
         /// Dimensions.
         d: usize,
     },
+    /// A representation used as it is, row-major `n × d`: no standardization, no PCA; the kNN
+    /// graph, Leiden and UMAP run on it (`sc.pp.neighbors(use_rep=…)`).
+    Representation {
+        /// Values.
+        x: &'a [f32],
+        /// Cells.
+        n: usize,
+        /// Dimensions.
+        d: usize,
+    },
     /// Raw counts, cells × genes (normalized in place: the counts are consumed).
     Expression {
         /// Counts.
@@ -135,8 +145,10 @@ pub struct StageSeconds {
 /// Everything [`cluster`] computed.
 #[derive(Debug, Clone)]
 pub struct ClusterOutput {
-    /// The PCA (scores = `X_pca`).
-    pub pca: Pca,
+    /// The PCA (scores = `X_pca`); `None` for a [`ClusterInput::Representation`].
+    pub pca: Option<Pca>,
+    /// The representation itself (values, dimensions) when it was used as it is.
+    pub representation: Option<(Vec<f32>, usize)>,
     /// The kNN graph on the PCA scores.
     pub knn: Knn,
     /// scanpy's `connectivities`.
@@ -155,6 +167,18 @@ pub struct ClusterOutput {
     pub seconds: StageSeconds,
 }
 
+impl ClusterOutput {
+    /// The space the graph, the UMAP and the metrics used: the PCA scores `[n × k]`, or the
+    /// representation used as it is; with its dimension.
+    pub fn space(&self) -> (&[f32], usize) {
+        match (&self.pca, &self.representation) {
+            (Some(p), _) => (&p.scores, p.n_comps),
+            (None, Some((x, d))) => (x, *d),
+            (None, None) => (&[], 0),
+        }
+    }
+}
+
 /// Runs the protocol. `n_neighbors` and `n_pcs` are capped by the number of cells.
 pub fn cluster(input: ClusterInput<'_>, cfg: &ClusterConfig) -> Result<ClusterOutput> {
     if cfg.n_neighbors < 2 {
@@ -170,7 +194,20 @@ pub fn cluster(input: ClusterInput<'_>, cfg: &ClusterConfig) -> Result<ClusterOu
     }
     let mut seconds = StageSeconds::default();
     let t = Instant::now();
+    let mut as_is = false;
     let (x, n, d, hvg) = match input {
+        ClusterInput::Representation { x, n, d } => {
+            if x.len() != n * d {
+                return Err(EvalError::LengthMismatch {
+                    what: "representation values against cells × dimensions".into(),
+                    a: x.len(),
+                    b: n * d,
+                });
+            }
+            check_finite("the representation", x, d)?;
+            as_is = true;
+            (x.to_vec(), n, d, None)
+        }
         ClusterInput::Embedding { x, n, d } => {
             if x.len() != n * d {
                 return Err(EvalError::LengthMismatch {
@@ -214,11 +251,21 @@ pub fn cluster(input: ClusterInput<'_>, cfg: &ClusterConfig) -> Result<ClusterOu
     }
     seconds.preprocess = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let p = pca(&x, n, d, cfg.n_pcs)?;
-    drop(x);
+    let (p, representation) = if as_is {
+        (None, Some((x, d)))
+    } else {
+        let p = pca(&x, n, d, cfg.n_pcs)?;
+        drop(x);
+        (Some(p), None)
+    };
     seconds.pca = t.elapsed().as_secs_f64();
+    let (space, dims): (&[f32], usize) = match (&p, &representation) {
+        (Some(p), _) => (&p.scores, p.n_comps),
+        (None, Some((x, d))) => (x, *d),
+        (None, None) => (&[], 0),
+    };
     let t = Instant::now();
-    let g = knn(&p.scores, n, p.n_comps, cfg.n_neighbors.min(n))?;
+    let g = knn(space, n, dims, cfg.n_neighbors.min(n))?;
     seconds.neighbors = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let conn = fuzzy_simplicial_set(&g);
@@ -239,13 +286,14 @@ pub fn cluster(input: ClusterInput<'_>, cfg: &ClusterConfig) -> Result<ClusterOu
             seed: cfg.seed,
             ..cfg.umap_config.clone()
         };
-        Some(umap_layout(&conn, &p.scores, p.n_comps, &uc)?)
+        Some(umap_layout(&conn, space, dims, &uc)?)
     } else {
         None
     };
     seconds.umap = t.elapsed().as_secs_f64();
     Ok(ClusterOutput {
         pca: p,
+        representation,
         knn: g,
         connectivities: conn,
         distances: dist,

@@ -51,6 +51,10 @@ pub struct ClusterOptions {
     /// Clip the standardized values to `±scale_max` (scanpy's `scale(max_value=…)`; `None`:
     /// scanpy's default, no clip).
     pub scale_max: Option<f32>,
+    /// An embedding: build the graph on it as it is, like `sc.pp.neighbors(use_rep=…)`, instead
+    /// of standardizing it and taking `n_pcs` principal components first (the protocol of the
+    /// AIDO.Cell and scFoundation papers, the default). No `X_pca` is written then.
+    pub use_rep_as_is: bool,
 }
 
 impl Default for ClusterOptions {
@@ -65,6 +69,7 @@ impl Default for ClusterOptions {
             seed: 0,
             n_top_genes: None,
             scale_max: None,
+            use_rep_as_is: false,
         }
     }
 }
@@ -292,7 +297,12 @@ pub fn cluster_cells(
             let xs = x
                 .as_slice()
                 .ok_or_else(|| PipelineError::option("internal", "embedding layout"))?;
-            let o = cluster(ClusterInput::Embedding { x: xs, n, d }, &cfg)
+            let cells = if options.use_rep_as_is {
+                ClusterInput::Representation { x: xs, n, d }
+            } else {
+                ClusterInput::Embedding { x: xs, n, d }
+            };
+            let o = cluster(cells, &cfg)
                 .map_err(|e| PipelineError::input(input, format!("obsm/{key}: {e}")))?;
             (o, "embedding", format!("obsm/{key}"))
         }
@@ -301,6 +311,12 @@ pub fn cluster_cells(
             counts,
             n_genes,
         } => {
+            if options.use_rep_as_is {
+                return Err(PipelineError::option(
+                    "use_rep_as_is",
+                    "applies to an embedding (`embedding`), not to the expression baseline",
+                ));
+            }
             on_event(Event::Note(format!(
                 "expression baseline on {what} [{} × {n_genes}] of {input}",
                 counts.n_cells()
@@ -324,12 +340,12 @@ pub fn cluster_cells(
     };
     let t_read_and_cluster = t0.elapsed().as_secs_f64();
     let n = out.knn.n;
-    let k = out.pca.n_comps;
+    let (space, k) = out.space();
     let t_score = Instant::now();
     let scores = match &labels {
         Some((col, l)) => Some(
             score(
-                &out.pca.scores,
+                space,
                 n,
                 k,
                 &Labels::from_codes(out.leiden.labels.clone()),
@@ -390,7 +406,11 @@ pub fn cluster_cells(
                 .collect()
         }),
         stage_seconds,
-        metrics_space: format!("X_pca ({k} components)"),
+        metrics_space: if out.pca.is_some() {
+            format!("X_pca ({k} components)")
+        } else {
+            format!("{source} as is ({k} dimensions)")
+        },
         settings: json!({
             "input": input,
             "mode": mode,
@@ -410,10 +430,11 @@ pub fn cluster_cells(
             },
             "n_top_genes": options.n_top_genes,
             "scale_max": options.scale_max,
-            "standardize": match options.scale_max {
+            "use_rep_as_is": options.use_rep_as_is,
+            "standardize": if options.use_rep_as_is { "none (the representation as is, no PCA)".to_string() } else { match options.scale_max {
                 None => "zero mean, unit variance (ddof 1), no clip".to_string(),
                 Some(v) => format!("zero mean, unit variance (ddof 1), clipped to ±{v}"),
-            },
+            }},
             "leiden": "RB configuration (modularity), n_iterations -1 (until no improvement), single-clustering 0.7.0",
             "umap": {"min_dist": 0.5, "spread": 1.0, "n_epochs": if n <= 10_000 { 500 } else { 200 }, "init": "spectral"},
             "aido_version": env!("CARGO_PKG_VERSION"),
@@ -494,7 +515,12 @@ fn f64s(v: &[f64]) -> UnsValue {
 /// The results of a clustering run, under scanpy's names.
 fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Result<H5adAdditions> {
     let n = out.knn.n;
-    let k = out.pca.n_comps;
+    let (_, k) = out.space();
+    // The graph's representation, as scanpy records it: X_pca, or the obsm key used as is.
+    let use_rep = match &out.pca {
+        Some(_) => "X_pca".to_string(),
+        None => source.trim_start_matches("obsm/").to_string(),
+    };
     let shape = |_| PipelineError::option("internal", "result shape");
     let mut add = H5adAdditions::default();
     add.obs.push((
@@ -505,10 +531,12 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
             ordered: false,
         },
     ));
-    add.obsm.push((
-        "X_pca".into(),
-        Array2::from_shape_vec((n, k), out.pca.scores.clone()).map_err(shape)?,
-    ));
+    if let Some(p) = &out.pca {
+        add.obsm.push((
+            "X_pca".into(),
+            Array2::from_shape_vec((n, k), p.scores.clone()).map_err(shape)?,
+        ));
+    }
     if let Some(u) = &out.umap {
         add.obsm.push((
             "X_umap".into(),
@@ -533,29 +561,31 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
                     ("metric".into(), "euclidean".into()),
                     ("random_state".into(), UnsValue::I64(seed as i64)),
                     ("n_pcs".into(), UnsValue::I64(k as i64)),
-                    ("use_rep".into(), "X_pca".into()),
+                    ("use_rep".into(), use_rep.into()),
                 ]),
             ),
         ]),
     ));
-    add.uns.push((
-        "pca".into(),
-        UnsValue::Dict(vec![
-            ("variance".into(), f64s(&out.pca.variance)),
-            ("variance_ratio".into(), f64s(&out.pca.variance_ratio)),
-            (
-                "params".into(),
-                UnsValue::Dict(vec![
-                    ("zero_center".into(), UnsValue::Bool(true)),
-                    (
-                        "use_highly_variable".into(),
-                        UnsValue::Bool(out.hvg.is_some()),
-                    ),
-                    ("source".into(), source.into()),
-                ]),
-            ),
-        ]),
-    ));
+    if let Some(p) = &out.pca {
+        add.uns.push((
+            "pca".into(),
+            UnsValue::Dict(vec![
+                ("variance".into(), f64s(&p.variance)),
+                ("variance_ratio".into(), f64s(&p.variance_ratio)),
+                (
+                    "params".into(),
+                    UnsValue::Dict(vec![
+                        ("zero_center".into(), UnsValue::Bool(true)),
+                        (
+                            "use_highly_variable".into(),
+                            UnsValue::Bool(out.hvg.is_some()),
+                        ),
+                        ("source".into(), source.into()),
+                    ]),
+                ),
+            ]),
+        ));
+    }
     add.uns.push((
         "aido_leiden".into(),
         UnsValue::Dict(vec![(
@@ -600,14 +630,16 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
             ObsColumn::Float(h.dispersions_norm.clone()),
         ));
         // scanpy's varm/PCs: loadings over all genes, zero outside the HVGs
-        let sel = h.selected();
-        let mut pcs = Array2::<f32>::zeros((n_vars, k));
-        for (r, &g) in sel.iter().enumerate() {
-            for c in 0..k {
-                pcs[[g, c]] = out.pca.components[c * sel.len() + r];
+        if let Some(pca) = &out.pca {
+            let sel = h.selected();
+            let mut pcs = Array2::<f32>::zeros((n_vars, k));
+            for (r, &g) in sel.iter().enumerate() {
+                for c in 0..k {
+                    pcs[[g, c]] = pca.components[c * sel.len() + r];
+                }
             }
+            add.varm.push(("PCs".into(), pcs));
         }
-        add.varm.push(("PCs".into(), pcs));
     }
     Ok(add)
 }
@@ -649,6 +681,46 @@ fn existing_colours(input: &Path, col: &str, n: usize) -> Option<Vec<String>> {
             .iter()
             .all(|c| aido_eval::palettes::parse_hex(c).is_some()))
     .then_some(colours)
+}
+
+/// Where this h5ad might keep raw counts: its layers, and whether `raw/X` holds counts
+/// (integers ≥ 0 in its first 1,000 cells), with the option that reads each.
+fn count_sources(input: &Path) -> String {
+    let Ok(h5) = aido_tokenize::h5::H5::open(input) else {
+        return String::new();
+    };
+    let layers = if h5.is_group("layers") {
+        h5.members("layers")
+            .map(|(g, d)| g.into_iter().chain(d).collect::<Vec<_>>())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let layers = if layers.is_empty() {
+        "The file has no layers".to_string()
+    } else {
+        format!(
+            "The file's layers: {} (read one with `layer`)",
+            layers.join(", ")
+        )
+    };
+    let raw = if !(h5.is_group("raw/X") || h5.is_dataset("raw/X")) {
+        "no raw/X".to_string()
+    } else {
+        let opts = ReadOptions {
+            raw: true,
+            ..ReadOptions::default()
+        };
+        let first = open_source(input, &opts).and_then(|mut s| s.next_chunk(1000));
+        match first {
+            Ok(Some(c)) if aido_eval::preprocess::check_counts(&c).is_ok() => {
+                "raw/X holds counts (read it with `use_raw`)".to_string()
+            }
+            Ok(_) => "raw/X does not hold counts either".to_string(),
+            Err(e) => format!("raw/X cannot be read ({e})"),
+        }
+    };
+    format!("{layers}; {raw}.")
 }
 
 /// Refuses a picture path that does not end in `.png` (the only format written).
@@ -723,11 +795,19 @@ pub fn cluster_file(
             let g = src.gene_names().len();
             let counts = read_all(src.as_mut())?;
             drop(src);
-            let what = files
-                .read
-                .layer
-                .as_ref()
-                .map_or("X".to_string(), |l| format!("layers/{l}"));
+            let what = match (&files.read.layer, files.read.raw) {
+                (Some(l), _) => format!("layers/{l}"),
+                (None, true) => "raw/X".to_string(),
+                (None, false) => "X".to_string(),
+            };
+            // Raw counts or nothing: refused before any computation, naming where counts
+            // might be in this file.
+            if let Err(e) = aido_eval::preprocess::check_counts(&counts) {
+                return Err(PipelineError::input(
+                    input.display(),
+                    format!("{what}: {e}. {}", count_sources(input)),
+                ));
+            }
             cluster_cells(
                 Cells::Counts {
                     what,

@@ -344,11 +344,14 @@ fn run<B: Backend>(
         if first_batch && done < total {
             first_batch = false;
             let per_cell = t_batch.elapsed().as_secs_f64() / batch.cells.len() as f64;
+            let plural = |n: usize| if n == 1 { "cell" } else { "cells" };
             on_event(Event::Info(format!(
-                "first batch: {} cells in {:.1} s; the other {} cells need about {}",
+                "first batch: {} {} in {:.1} s; the other {} {} need about {}",
                 batch.cells.len(),
+                plural(batch.cells.len()),
                 t_batch.elapsed().as_secs_f64(),
                 total - done,
+                plural(total - done),
                 duration_text(per_cell * (total - done) as f64)
             )));
         }

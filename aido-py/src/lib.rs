@@ -703,7 +703,7 @@ fn cluster_options(
 /// Zero-shot clustering of an embedding `x` [n, d] (float32): PCA → kNN → Leiden → UMAP, with
 /// metrics against `obs` label columns. Returns the dict of `clustered_to_py`.
 #[pyfunction]
-#[pyo3(signature = (key, x, obs_names, columns, n_vars, label_column=None, batch_column=None, n_clusters=None, resolution=None, n_pcs=50, n_neighbors=15, seed=0))]
+#[pyo3(signature = (key, x, obs_names, columns, n_vars, label_column=None, batch_column=None, n_clusters=None, resolution=None, n_pcs=50, n_neighbors=15, seed=0, use_rep_as_is=false))]
 fn cluster_embedding<'py>(
     py: Python<'py>,
     key: String,
@@ -718,18 +718,22 @@ fn cluster_embedding<'py>(
     n_pcs: usize,
     n_neighbors: usize,
     seed: u64,
+    use_rep_as_is: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let pending = Pending::default();
     let obs = obs_table(obs_names, columns);
-    let options = cluster_options(
-        label_column,
-        batch_column,
-        n_clusters,
-        resolution,
-        n_pcs,
-        n_neighbors,
-        seed,
-    );
+    let options = ClusterOptions {
+        use_rep_as_is,
+        ..cluster_options(
+            label_column,
+            batch_column,
+            n_clusters,
+            resolution,
+            n_pcs,
+            n_neighbors,
+            seed,
+        )
+    };
     let x = x.as_array().to_owned();
     let c = run_detached(py, &pending, move || {
         cluster_cells(

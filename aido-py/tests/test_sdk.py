@@ -205,6 +205,18 @@ def test_cluster_equals_the_cli_and_scanpy_plots_it(work, tmp_path):
     assert r2["batch_asw"] is not None
     ev = aido_sdk.evaluate(a, "cell_type", cluster_column="aido_leiden", embedding="X_aido_cell")
     assert abs(ev["ari"] - r2["ari"]) < 1e-12 and "silhouette" in ev
+    # The embedding as it is: scanpy's neighbors(use_rep=...) graph, equal to the CLI's.
+    b = read(work)
+    b.obsm["X_aido_cell"] = a.obsm["X_aido_cell"]
+    b.write_h5ad(tmp_path / "emb.h5ad")
+    aido_sdk.cluster(b, use_rep="X_aido_cell", use_rep_as_is=True)
+    assert "X_pca" not in b.obsm and b.uns["neighbors"]["params"]["use_rep"] == "X_aido_cell"
+    aido("cluster", "--input", tmp_path / "emb.h5ad", "--output", tmp_path / "emb_cl.h5ad",
+         "--embedding", "X_aido_cell", "--use-rep-as-is")
+    cli_b = ad.read_h5ad(tmp_path / "emb_cl.h5ad")
+    assert (b.obsp["connectivities"] != cli_b.obsp["connectivities"]).nnz == 0
+    with pytest.raises(ValueError, match="use_rep_as_is"):
+        aido_sdk.cluster(read(work), use_rep_as_is=True)
 
 
 def test_predict_equals_the_cli(work, tmp_path):

@@ -206,10 +206,23 @@ impl H5adSource {
     pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self> {
         let h5 = H5::open(path)?;
         let (root_groups, root_datasets) = h5.members("/")?;
+        if opts.raw && opts.layer.is_some() {
+            return Err(TokenizeError::InvalidArgument(
+                "read raw/X or a layer, not both".into(),
+            ));
+        }
         let matrix = match &opts.layer {
             Some(l) => format!("layers/{l}"),
+            None if opts.raw => "raw/X".to_string(),
             None => "X".to_string(),
         };
+        let var_group = if opts.raw { "raw/var" } else { "var" };
+        if opts.raw && !h5.is_group(&matrix) && !h5.is_dataset(&matrix) {
+            return Err(h5.missing(
+                &matrix,
+                "this file keeps no raw counts in raw/X (scanpy's adata.raw)",
+            ));
+        }
         let has = |name: &str| root_groups.iter().chain(&root_datasets).any(|n| n == name);
         if opts.layer.is_none() && !has("X") {
             let hint = if h5.is_group("layers") {
@@ -283,14 +296,19 @@ impl H5adSource {
         };
 
         // var → gene names.
-        let var = read_dataframe(&h5, "var", false)?;
+        let var = read_dataframe(&h5, var_group, false)?;
         let (genes, column) = match &opts.gene_column {
-            None => (var.names.clone(), format!("var/{} (index)", var.index_name)),
-            Some(c) if *c == var.index_name => (var.names.clone(), format!("var/{c} (index)")),
+            None => (
+                var.names.clone(),
+                format!("{var_group}/{} (index)", var.index_name),
+            ),
+            Some(c) if *c == var.index_name => {
+                (var.names.clone(), format!("{var_group}/{c} (index)"))
+            }
             Some(c) => {
-                let object = format!("var/{c}");
+                let object = format!("{var_group}/{c}");
                 if !h5.is_group(&object) && !h5.is_dataset(&object) {
-                    let (g, d) = h5.members("var")?;
+                    let (g, d) = h5.members(var_group)?;
                     let cols: Vec<String> = g.into_iter().chain(d).collect();
                     return Err(
                         h5.missing(&object, format!("var columns present: {}", cols.join(", ")))

@@ -263,6 +263,9 @@ pub struct ReadOptions {
     pub gene_column: Option<String>,
     /// Read `layers/<name>` instead of `X` (h5ad only).
     pub layer: Option<String>,
+    /// Read `raw/X` with the genes of `raw/var` instead of `X` and `var` (h5ad only; scanpy's
+    /// `use_raw`, where scanpy keeps the counts after normalizing X).
+    pub raw: bool,
 }
 
 /// The input formats the readers understand.

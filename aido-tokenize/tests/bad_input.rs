@@ -102,6 +102,7 @@ fn missing_x_names_the_object_and_the_layers() {
         &ReadOptions {
             gene_column: None,
             layer: Some("counts".into()),
+            raw: false,
         },
     )
     .err()

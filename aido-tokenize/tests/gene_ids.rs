@@ -125,6 +125,7 @@ fn forced_symbol_mode_on_ensembl_names_says_what_to_do() {
         &ReadOptions {
             gene_column: Some("id".into()),
             layer: None,
+            raw: false,
         },
     )
     .unwrap();
@@ -161,6 +162,7 @@ fn ensembl_route_matches_symbol_route_on_10x_features() {
             &ReadOptions {
                 gene_column: Some(col.into()),
                 layer: None,
+                raw: false,
             },
         )
         .unwrap()

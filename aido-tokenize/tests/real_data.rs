@@ -186,6 +186,7 @@ fn cellxgene_uses_feature_name_index_and_matches_numpy() {
         &ReadOptions {
             gene_column: Some("feature_name".into()),
             layer: None,
+            raw: false,
         },
     )
     .unwrap();
@@ -223,6 +224,7 @@ fn tenx_h5_and_mtx_folder_give_the_same_matrix() {
         &ReadOptions {
             gene_column: Some("id".into()),
             layer: None,
+            raw: false,
         },
     )
     .unwrap();

@@ -25,9 +25,13 @@ pub(crate) struct ClusterArgs {
     pub output: PathBuf,
     /// Cluster this obsm matrix (e.g. X_aido_cell from `aido embed`). It is standardized and
     /// reduced to --n-pcs principal components before the kNN graph (the protocol of the
-    /// AIDO.Cell and scFoundation papers), not used as is like `sc.pp.neighbors(use_rep=…)`.
+    /// AIDO.Cell and scFoundation papers); --use-rep-as-is uses it as it is instead.
     #[arg(long)]
     pub embedding: Option<String>,
+    /// With --embedding: build the kNN graph on the embedding as it is, like
+    /// `sc.pp.neighbors(adata, use_rep=KEY)` (no standardization, no PCA, no X_pca written).
+    #[arg(long, requires = "embedding")]
+    pub use_rep_as_is: bool,
     /// Run the expression baseline on raw counts (X or --layer): normalize 1e4, log1p,
     /// seurat HVG (scanpy's default cut-offs, or --n-top-genes), scale (no clip, or
     /// --scale-max), PCA.
@@ -65,8 +69,12 @@ pub(crate) struct ClusterArgs {
     #[arg(long, value_name = "V")]
     pub scale_max: Option<f32>,
     /// With --expression: read layers/NAME instead of X.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "use_raw")]
     pub layer: Option<String>,
+    /// With --expression: read raw/X (with raw/var's genes) instead of X, where scanpy keeps
+    /// the counts after normalizing X (`adata.raw`).
+    #[arg(long)]
+    pub use_raw: bool,
     /// With --expression: var column with the gene names.
     #[arg(long)]
     pub gene_column: Option<String>,
@@ -111,6 +119,7 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<()> {
         read: ReadOptions {
             gene_column: a.gene_column.clone(),
             layer: a.layer.clone(),
+            raw: a.use_raw,
         },
         report: a.report.clone(),
         umap_png: a.umap_png.clone(),
@@ -125,6 +134,7 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<()> {
         seed: a.seed,
         n_top_genes: a.n_top_genes,
         scale_max: a.scale_max,
+        use_rep_as_is: a.use_rep_as_is,
     };
     let c = cluster_file(&a.input, &a.output, &files, &options, &mut |e| {
         if let aido_pipeline::Event::Note(n) = e

@@ -122,8 +122,12 @@ pub(crate) struct ComputeArgs {
 pub(crate) struct ReadArgs {
     /// Read `layers/NAME` of an h5ad input instead of X (e.g. `counts` when X holds
     /// log-normalized values).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "use_raw")]
     pub layer: Option<String>,
+    /// Read `raw/X` (with `raw/var`'s genes) of an h5ad input instead of X: where scanpy
+    /// keeps the counts after normalizing X (`adata.raw`).
+    #[arg(long)]
+    pub use_raw: bool,
     /// Column of gene symbols: a `var` column (h5ad) or `name`/`id` (10x, Matrix Market).
     #[arg(long)]
     pub gene_column: Option<String>,
@@ -138,6 +142,7 @@ impl ReadArgs {
         ReadOptions {
             gene_column: self.gene_column.clone(),
             layer: self.layer.clone(),
+            raw: self.use_raw,
         }
     }
 }
@@ -157,8 +162,12 @@ pub(crate) struct InputArgs {
     #[arg(long, default_value = "auto")]
     gene_id: GeneIdMode,
     /// Read `layers/NAME` instead of `X` (h5ad).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "use_raw")]
     layer: Option<String>,
+    /// Read `raw/X` (with `raw/var`'s genes) instead of `X` (h5ad): where scanpy keeps the
+    /// counts after normalizing X (`adata.raw`).
+    #[arg(long)]
+    use_raw: bool,
     /// Floor of the depth tokens (default 5, the reference's inference behaviour), or `none`.
     #[arg(long, default_value = "5")]
     depth_floor: String,
@@ -219,6 +228,7 @@ impl InputArgs {
         ReadOptions {
             gene_column: self.gene_column.clone(),
             layer: self.layer.clone(),
+            raw: self.use_raw,
         }
     }
 }
@@ -287,7 +297,7 @@ pub fn run() -> ExitCode {
     if let Some(n) = cli.threads
         && let Err(e) = aido_pipeline::set_threads(n)
     {
-        eprintln!("error: {}", render::flags_named(&e.to_string()));
+        eprintln!("error: {}", render::pipeline_error(e));
         return ExitCode::FAILURE;
     }
     let res = match cli.command {

@@ -76,6 +76,37 @@ import json
 settings = json.loads(report.read_text())["settings"]
 assert settings["n_top_genes"] == 100 and settings["scale_max"] == 10, settings
 
+# --use-rep-as-is builds the graph on the embedding itself, as sc.pp.neighbors(use_rep=...) does:
+# the same distances and connectivities, recorded under the key, and no X_pca of ours.
+e = sc.read_h5ad(out)
+e.obsm["X_emb"] = np.ascontiguousarray(e.obsm["X_pca"][:, :10])
+del e.obsm["X_pca"]
+emb_in, emb_out = work / "emb_in.h5ad", work / "emb_out.h5ad"
+e.write_h5ad(emb_in)
+run("cluster", "--input", emb_in, "--output", emb_out, "--embedding", "X_emb", "--use-rep-as-is")
+ours = sc.read_h5ad(emb_out)
+assert "X_pca" not in ours.obsm and ours.uns["neighbors"]["params"]["use_rep"] == "X_emb"
+ref = sc.read_h5ad(emb_in)
+sc.pp.neighbors(ref, use_rep="X_emb", n_neighbors=15)
+for key in ("distances", "connectivities"):
+    diff = abs(ours.obsp[key] - ref.obsp[key]).max()
+    assert diff < 1e-4, (key, diff)
+
+# scanpy's usual layout: X log-normalized, the counts in adata.raw. The expression baseline
+# refuses X naming raw/X, and --use-raw clusters the counts as the counts file clusters.
+r = sc.read_h5ad(sim)
+r.raw = r.copy()
+sc.pp.normalize_total(r)
+sc.pp.log1p(r)
+raw_file = work / "with_raw.h5ad"
+r.write_h5ad(raw_file)
+refused = subprocess.run([aido, "cluster", "--input", raw_file, "--output", work / "r.h5ad", "--expression"],
+                         capture_output=True, text=True)
+assert refused.returncode != 0 and "raw/X holds counts (read it with --use-raw)" in refused.stderr, refused.stderr
+run("cluster", "--input", raw_file, "--output", work / "r.h5ad", "--expression", "--use-raw",
+    "--label-column", "cell_type")
+assert list(sc.read_h5ad(work / "r.h5ad").obs["aido_leiden"].astype(str)) == list(a.obs["aido_leiden"].astype(str))
+
 # A 10x input embedded into an h5ad is a whole AnnData: X = the counts read, var = the genes,
 # obs = the barcodes (it used to have no genes). Two cells of the 3M fixture at full context.
 testdata = pathlib.Path(__file__).resolve().parents[2] / "testdata"

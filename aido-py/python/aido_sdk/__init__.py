@@ -258,11 +258,13 @@ def _csr(t) -> sp.csr_matrix:
 def cluster(adata, *, use_rep: str | None = None, label_column: str | None = None,
             batch_column: str | None = None, n_clusters: int | None = None,
             resolution: float | None = None, n_pcs: int = 50, n_neighbors: int = 15, seed: int = 0,
-            layer: str | None = None, copy: bool = False) -> dict:
+            layer: str | None = None, copy: bool = False, use_rep_as_is: bool = False) -> dict:
     """Zero-shot clustering, as ``aido cluster``: PCA → kNN → Leiden → UMAP.
 
     ``use_rep=None``: the expression baseline on raw counts (``X`` or ``layers[layer]``:
-    normalize 1e4, log1p, seurat HVG, scale, PCA); else an ``obsm`` key (e.g. ``"X_aido_cell"``).
+    normalize 1e4, log1p, seurat HVG, scale, PCA); else an ``obsm`` key (e.g. ``"X_aido_cell"``),
+    standardized and reduced to ``n_pcs`` components first (the papers' protocol), or, with
+    ``use_rep_as_is=True``, used as it is like ``sc.pp.neighbors(use_rep=…)`` (no ``X_pca``).
     Writes ``obs["aido_leiden"]``, ``obsm["X_pca"]``, ``obsm["X_umap"]``,
     ``obsp["connectivities"]``, ``obsp["distances"]``, ``uns["neighbors"]``, ``uns["pca"]`` (and
     the HVG columns of ``var``, ``varm["PCs"]`` for the baseline) — ``sc.pl.umap`` works on it as
@@ -271,6 +273,8 @@ def cluster(adata, *, use_rep: str | None = None, label_column: str | None = Non
     columns = [_column(adata, c) for c in (label_column, batch_column) if c is not None]
     names = [str(n) for n in adata.obs_names]
     if use_rep is None:
+        if use_rep_as_is:
+            raise ValueError("use_rep_as_is applies to an obsm key (use_rep), not to the expression baseline")
         what = "X" if layer is None else f"layers/{layer}"
         r = _core.cluster_counts(_cells(adata, layer, None, [label_column, batch_column]), what,
                                  label_column, batch_column, n_clusters, resolution, n_pcs,
@@ -280,7 +284,8 @@ def cluster(adata, *, use_rep: str | None = None, label_column: str | None = Non
             raise KeyError(f"adata.obsm has no {use_rep!r} (keys: {', '.join(adata.obsm) or 'none'})")
         x = np.ascontiguousarray(adata.obsm[use_rep], dtype=np.float32)
         r = _core.cluster_embedding(use_rep, x, names, columns, adata.n_vars, label_column,
-                                    batch_column, n_clusters, resolution, n_pcs, n_neighbors, seed)
+                                    batch_column, n_clusters, resolution, n_pcs, n_neighbors, seed,
+                                    use_rep_as_is)
     target = adata.copy() if copy else adata
     for k, (codes, cats) in r["obs"].items():
         target.obs[k] = pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64), categories=cats)
