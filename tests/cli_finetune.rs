@@ -155,6 +155,23 @@ fn finetune_then_predict_reproduces_the_report() {
     for (n, _) in &src.columns {
         assert!(obs.column(n).is_some(), "obs/{n} kept");
     }
+    // --max-cells: the first cells only, in a small file, with the same predictions
+    let few = dir.path().join("few.h5ad");
+    ok(&run(
+        &["predict", "--max-cells", "5", "--batch-size", "2"],
+        &[
+            ("--model", &out.join("classifier")),
+            ("--input", &zheng()),
+            ("--output", &few),
+        ],
+    ));
+    let few_obs = read_obs(&few).unwrap();
+    assert_eq!(few_obs.len(), 5);
+    let few_got = few_obs.column("aido_cell_type").unwrap();
+    for i in 0..5 {
+        assert_eq!(few_obs.cell_name(i), obs.cell_name(i));
+        assert_eq!(few_got.display(i), got.display(i), "cell {i}");
+    }
     // an existing run folder is not overwritten; --resume finishes nothing new
     fails_with(
         &run(

@@ -41,6 +41,9 @@ pub struct PredictOptions {
     pub precision: Precision,
     /// Reading and validating the counts.
     pub tokenize: TokenizeOptions,
+    /// Predict at most this many cells (the first ones): a trial run on a large file. A file
+    /// written back whole then gets the small file instead.
+    pub max_cells: Option<usize>,
 }
 
 impl Default for PredictOptions {
@@ -49,6 +52,7 @@ impl Default for PredictOptions {
             batch_size: 16,
             precision: Precision::F32,
             tokenize: TokenizeOptions::default(),
+            max_cells: None,
         }
     }
 }
@@ -117,6 +121,9 @@ pub fn predict_source<B: Backend>(
     if options.batch_size == 0 {
         return Err(PipelineError::option("batch_size", "must be at least 1"));
     }
+    if options.max_cells == Some(0) {
+        return Err(PipelineError::option("max_cells", "must be at least 1"));
+    }
     let mut clf = load_classifier::<B>(classifier, device)?;
     clf.model.bert.set_precision(options.precision)?;
     let input = source.path().to_path_buf();
@@ -128,13 +135,18 @@ pub fn predict_source<B: Backend>(
     let present = tok.alignment().present().to_vec();
     clf.check_genes(&present, &input)?;
     let c = clf.info.classes.len();
-    let mut proba: Vec<f32> = Vec::with_capacity(n_cells * c);
-    let mut kept: Vec<usize> = Vec::with_capacity(n_cells);
-    while let Some(b) = tok.next_batch(options.batch_size)? {
+    let total = options.max_cells.map_or(n_cells, |m| m.min(n_cells));
+    let mut proba: Vec<f32> = Vec::with_capacity(total * c);
+    let mut kept: Vec<usize> = Vec::with_capacity(total);
+    while tok.stats().cells_read < total {
+        let want = options.batch_size.min(total - tok.stats().cells_read);
+        let Some(b) = tok.next_batch(want)? else {
+            break;
+        };
         on_event(Event::Progress {
             stage: "predict",
             done: tok.stats().cells_read,
-            total: n_cells,
+            total,
         });
         let n = b.cells.len();
         if n == 0 {
@@ -267,8 +279,16 @@ pub fn predict_file<B: Backend>(
     crate::output::check_writable(output, "output")?;
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
+    let limited = options.max_cells.is_some_and(|m| m < n_cells);
+    let whole = crate::output::whole_input(input, limited)?;
+    if limited && crate::output::whole_input(input, false)? {
+        on_event(Event::Note(format!(
+            "`max_cells`: the first {} of {n_cells} cells are predicted, so {} gets those cells' obs and predictions only (not the whole input)",
+            options.max_cells.unwrap_or(n_cells),
+            output.display()
+        )));
+    }
     let p = predict_source::<B>(classifier, source.as_mut(), options, device, on_event)?;
-    let whole = crate::output::whole_input(input, false)?;
     let obs = || Ok(source.obs().select(&p.kept));
     crate::output::write_results(
         input,

@@ -474,6 +474,7 @@ fn predict<'py>(
         batch_size,
         precision: parse("precision", precision)?,
         tokenize: tokenize_options(gene_id, allow_non_integer)?,
+        max_cells: None,
     };
     let work = PredictWork {
         classifier,

@@ -25,6 +25,10 @@ pub(crate) struct PredictArgs {
     /// Cells per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Predict only the first N cells (a trial run on a large file: the output then holds
+    /// those cells only, never the whole input).
+    #[arg(long, value_name = "N")]
+    pub max_cells: Option<usize>,
     #[command(flatten)]
     pub compute: ComputeArgs,
 }
@@ -62,6 +66,7 @@ pub(crate) fn cmd_predict(a: &PredictArgs, verbose: bool) -> Result<usize> {
         batch_size: a.batch_size,
         precision: a.compute.precision,
         tokenize: a.input.options()?,
+        max_cells: a.max_cells,
     };
     let r = on_device(
         a.compute.device,
