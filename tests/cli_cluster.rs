@@ -182,6 +182,133 @@ fn embedding_with_batches_and_evaluate_agree() {
     assert_eq!(e["macro_f1"], 1.0);
 }
 
+/// scanpy's `key_added` names (scanpy 1.11: `tl.leiden` obs/uns K, `pp.neighbors` uns K with
+/// obsp `K_connectivities`/`K_distances`, `pp.pca` obsm/varm/uns K, `tl.umap` obsm K); checked
+/// with scanpy's own tools in tests/python/scanpy_tools.py.
+#[test]
+fn key_added_writes_beside_the_defaults_and_replacing_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim.h5ad");
+    ok(&run(
+        &[
+            "simulate",
+            "--cells",
+            "300",
+            "--genes",
+            "500",
+            "--cell-types",
+            "4",
+        ],
+        &[("--output", &sim)],
+    ));
+    let base = dir.path().join("base.h5ad");
+    ok(&run(
+        &["cluster", "--expression", "--resolution", "1.0"],
+        &[("--input", &sim), ("--output", &base)],
+    ));
+    let out = dir.path().join("k.h5ad");
+    let o = run(
+        &[
+            "cluster",
+            "--embedding",
+            "X_pca",
+            "--n-pcs",
+            "10",
+            "--key-added",
+            "emb",
+            "--resolution",
+            "0.5",
+        ],
+        &[("--input", &base), ("--output", &out)],
+    );
+    ok(&o);
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("replacing"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let h5 = aido::tokenize::h5::H5::open(&out).unwrap();
+    for entry in [
+        "obs/emb",
+        "uns/emb",
+        "uns/emb_colors",
+        "uns/emb_neighbors",
+        "obsp/emb_neighbors_connectivities",
+        "obsp/emb_neighbors_distances",
+        "obsm/emb_pca",
+        "uns/emb_pca",
+        "obsm/emb_umap",
+        // the first run's results are all still there
+        "obs/aido_leiden",
+        "uns/aido_leiden",
+        "obsm/X_pca",
+        "varm/PCs",
+        "obsm/X_umap",
+        "obsp/connectivities",
+        "uns/neighbors",
+    ] {
+        assert!(
+            h5.is_group(entry) || h5.is_dataset(entry),
+            "{entry} missing"
+        );
+    }
+    assert_eq!(
+        h5.read_strings("uns/emb_neighbors/connectivities_key")
+            .unwrap(),
+        vec!["emb_neighbors_connectivities".to_string()]
+    );
+    assert_eq!(
+        h5.read_strings("uns/emb_neighbors/params/use_rep").unwrap(),
+        vec!["emb_pca".to_string()]
+    );
+    assert_eq!(
+        read_obsm(&out, "X_pca").unwrap(),
+        read_obsm(&base, "X_pca").unwrap()
+    );
+    assert_eq!(read_obsm(&out, "emb_pca").unwrap().dim().1, 10);
+    // the same key again, and the default names on a file that has them: both say so
+    let o = run(
+        &["cluster", "--embedding", "X_pca", "--key-added", "emb"],
+        &[("--input", &out), ("--output", &dir.path().join("k2.h5ad"))],
+    );
+    ok(&o);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("replacing obs/emb, obsm/emb_pca, obsm/emb_umap") && e.contains("--key-added"),
+        "{e}"
+    );
+    let o = run(
+        &["cluster", "--embedding", "emb_pca"],
+        &[("--input", &out), ("--output", &dir.path().join("k3.h5ad"))],
+    );
+    ok(&o);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("replacing obs/aido_leiden, obsm/X_pca"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // a key that would overwrite the label column, or that anndata cannot hold, is refused
+    for (key, needle) in [("cell_type", "label column"), ("a/b", "no '/'")] {
+        let bad = dir.path().join("bad.h5ad");
+        fails_with(
+            &run(
+                &[
+                    "cluster",
+                    "--embedding",
+                    "X_pca",
+                    "--label-column",
+                    "cell_type",
+                    "--key-added",
+                    key,
+                ],
+                &[("--input", &base), ("--output", &bad)],
+            ),
+            &["--key-added", needle],
+        );
+        assert!(!bad.exists());
+    }
+}
+
 #[test]
 fn same_seed_same_output_whatever_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();

@@ -163,6 +163,80 @@ fn embed_max_pooling_and_h5ad_output() {
     assert_eq!(h5.shape("obs/_index").unwrap(), vec![4]);
 }
 
+#[test]
+fn key_added_names_the_obsm_entry_and_a_replacement_is_announced() {
+    let case = "tiny_ln_nobias";
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("e.h5ad");
+    let o = embed(case, dir.path(), &first, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("replacing"), "{}", stderr(&o));
+    // The CSV input became a whole AnnData: embed it again under another key.
+    let second = dir.path().join("e2.h5ad");
+    let o = run(
+        &["embed", "--key-added", "X_again", "--model"],
+        &[
+            &fixture(case),
+            Path::new("--input"),
+            &first,
+            Path::new("--output"),
+            &second,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("replacing"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("obsm/X_again"), "{}", stdout(&o));
+    let h5 = H5::open(&second).unwrap();
+    let a = h5.read_f32_rows("obsm/X_aido_cell", 0, 4, 32).unwrap();
+    let b = h5.read_f32_rows("obsm/X_again", 0, 4, 32).unwrap();
+    assert_eq!(a, b, "the first embedding is kept and the second equals it");
+    // The default key again: the run says which entry it replaces.
+    let third = dir.path().join("e3.h5ad");
+    let o = run(
+        &["embed", "--model"],
+        &[
+            &fixture(case),
+            Path::new("--input"),
+            &first,
+            Path::new("--output"),
+            &third,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("replacing obsm/X_aido_cell") && stderr(&o).contains("--key-added"),
+        "{}",
+        stderr(&o)
+    );
+    // A key for a safetensors output, or a key with '/', is refused before anything runs.
+    for (key, out, needle) in [
+        ("X_a", dir.path().join("e.safetensors"), "safetensors"),
+        ("a/b", dir.path().join("e4.h5ad"), "no '/'"),
+    ] {
+        let o = run(
+            &["embed", "--key-added", key, "--model"],
+            &[
+                &fixture(case),
+                Path::new("--input"),
+                &first,
+                Path::new("--output"),
+                &out,
+            ],
+        );
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("--key-added") && stderr(&o).contains(needle),
+            "{}",
+            stderr(&o)
+        );
+        assert!(!out.exists());
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

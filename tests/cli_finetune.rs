@@ -155,6 +155,50 @@ fn finetune_then_predict_reproduces_the_report() {
     for (n, _) in &src.columns {
         assert!(obs.column(n).is_some(), "obs/{n} kept");
     }
+    // --key-added: the same predictions under another prefix, the first ones kept; the
+    // default prefix again says what it replaces.
+    let keyed = dir.path().join("keyed.h5ad");
+    let o = run(
+        &["predict", "--key-added", "ct2"],
+        &[
+            ("--model", &out.join("classifier")),
+            ("--input", &pred),
+            ("--output", &keyed),
+        ],
+    );
+    ok(&o);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("replacing"));
+    let k = read_obs(&keyed).unwrap();
+    for i in 0..k.len() {
+        assert_eq!(
+            k.column("ct2").unwrap().display(i),
+            got.display(i),
+            "cell {i}"
+        );
+        assert_eq!(
+            k.column("aido_cell_type").unwrap().display(i),
+            got.display(i)
+        );
+    }
+    assert!(k.column("ct2_confidence").is_some());
+    assert_eq!(
+        aido::tokenize::h5ad::read_obsm(&keyed, "ct2_proba").unwrap(),
+        proba
+    );
+    let o = run(
+        &["predict"],
+        &[
+            ("--model", &out.join("classifier")),
+            ("--input", &keyed),
+            ("--output", &dir.path().join("again.h5ad")),
+        ],
+    );
+    ok(&o);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("replacing obs/aido_cell_type, obs/aido_cell_type_confidence, obsm/aido_cell_type_proba, uns/aido_cell_type_classes, uns/aido_cell_type_model"),
+        "{e}"
+    );
     // --max-cells: the first cells only, in a small file, with the same predictions
     let few = dir.path().join("few.h5ad");
     ok(&run(

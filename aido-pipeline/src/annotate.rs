@@ -44,7 +44,14 @@ pub struct PredictOptions {
     /// Predict at most this many cells (the first ones): a trial run on a large file. A file
     /// written back whole then gets the small file instead.
     pub max_cells: Option<usize>,
+    /// The prefix of the results in an h5ad output (`None`: `aido_cell_type`), as scanpy's
+    /// `key_added`: obs `<key>` and `<key>_confidence`, obsm `<key>_proba`, uns
+    /// `<key>_classes` and `<key>_model`.
+    pub key_added: Option<String>,
 }
+
+/// The prefix of the predictions when none is given.
+pub const DEFAULT_PREDICT_KEY: &str = "aido_cell_type";
 
 impl Default for PredictOptions {
     fn default() -> Self {
@@ -53,6 +60,7 @@ impl Default for PredictOptions {
             precision: Precision::F32,
             tokenize: TokenizeOptions::default(),
             max_cells: None,
+            key_added: None,
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct PredictReport {
     pub cells_predicted: usize,
     /// Cells per predicted class (classes with none left out).
     pub class_counts: BTreeMap<String, usize>,
+    /// The obs column (and prefix) of the predictions.
+    pub key: String,
     /// Seconds taken.
     pub seconds: f64,
 }
@@ -101,7 +111,8 @@ impl std::fmt::Display for PredictReport {
             .collect();
         write!(
             f,
-            "obs/aido_cell_type for {} cells ({}) in {:.1} s",
+            "obs/{} for {} cells ({}) in {:.1} s",
+            self.key,
             self.cells_predicted,
             top.join(", "),
             self.seconds
@@ -201,6 +212,10 @@ pub fn predict_source<B: Backend>(
             cells_in: n_cells,
             cells_predicted: n,
             class_counts,
+            key: options
+                .key_added
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PREDICT_KEY.to_string()),
             seconds: t0.elapsed().as_secs_f64(),
         },
     })
@@ -217,14 +232,14 @@ pub fn predict_matrix<B: Backend>(
     predict_source::<B>(classifier, &mut matrix.source(), options, device, on_event)
 }
 
-/// The results of [`predict_matrix`] under the names `aido predict` writes: `obs`
-/// `aido_cell_type` (categorical) and `aido_cell_type_confidence`, `obsm/aido_cell_type_proba`,
-/// `uns/aido_cell_type_classes` and `uns/aido_cell_type_model`.
-pub fn prediction_additions(p: &Predictions) -> H5adAdditions {
+/// The results of [`predict_matrix`] under the names `aido predict` writes, for the prefix
+/// `key` (by default [`DEFAULT_PREDICT_KEY`]): `obs` `<key>` (categorical) and
+/// `<key>_confidence`, `obsm/<key>_proba`, `uns/<key>_classes` and `uns/<key>_model`.
+pub fn prediction_additions(p: &Predictions, key: &str) -> H5adAdditions {
     H5adAdditions {
         obs: vec![
             (
-                "aido_cell_type".to_string(),
+                key.to_string(),
                 ObsColumn::Categorical {
                     codes: p.predicted.iter().map(|&k| k as i32).collect(),
                     categories: p.classes.clone(),
@@ -232,18 +247,18 @@ pub fn prediction_additions(p: &Predictions) -> H5adAdditions {
                 },
             ),
             (
-                "aido_cell_type_confidence".to_string(),
+                format!("{key}_confidence"),
                 ObsColumn::Float(p.confidence.clone()),
             ),
         ],
-        obsm: vec![("aido_cell_type_proba".to_string(), p.proba.clone())],
+        obsm: vec![(format!("{key}_proba"), p.proba.clone())],
         uns: vec![
             (
-                "aido_cell_type_classes".to_string(),
+                format!("{key}_classes"),
                 UnsValue::StrArray(p.classes.clone()),
             ),
             (
-                "aido_cell_type_model".to_string(),
+                format!("{key}_model"),
                 UnsValue::Str(p.report.model.clone()),
             ),
         ],
@@ -277,6 +292,8 @@ pub fn predict_file<B: Backend>(
         ));
     }
     crate::output::check_writable(output, "output")?;
+    let key = options.key_added.as_deref().unwrap_or(DEFAULT_PREDICT_KEY);
+    crate::output::check_key_name(key, "key_added")?;
     let mut source = open_source(input, read)?;
     let n_cells = source.n_cells();
     let limited = options.max_cells.is_some_and(|m| m < n_cells);
@@ -296,12 +313,13 @@ pub fn predict_file<B: Backend>(
         whole,
         n_cells,
         &p.kept,
-        prediction_additions(&p),
+        prediction_additions(&p, key),
         obs,
+        on_event,
     )?;
     on_event(Event::Wrote {
         path: output.to_path_buf(),
-        what: "obs/aido_cell_type".into(),
+        what: format!("obs/{key}"),
     });
     Ok(p.report)
 }

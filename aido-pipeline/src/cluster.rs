@@ -55,6 +55,74 @@ pub struct ClusterOptions {
     /// of standardizing it and taking `n_pcs` principal components first (the protocol of the
     /// AIDO.Cell and scFoundation papers, the default). No `X_pca` is written then.
     pub use_rep_as_is: bool,
+    /// Write the results under this name, as scanpy's `key_added` does (`None`: the default
+    /// names; see [`ClusterKeys`]).
+    pub key_added: Option<String>,
+}
+
+/// Where the results of a clustering run are written, as scanpy names them.
+///
+/// Default (`key_added` `None`): `obs/aido_leiden`, `uns/aido_leiden`,
+/// `uns/aido_leiden_colors`; `uns/neighbors` with `obsp/connectivities` and `obsp/distances`
+/// (as `sc.pp.neighbors`); `obsm/X_pca`, `varm/PCs`, `uns/pca` (as `sc.pp.pca`);
+/// `obsm/X_umap` (as `sc.tl.umap`).
+///
+/// With `key_added` `K`: `obs/K`, `uns/K`, `uns/K_colors` (as `sc.tl.leiden(key_added=K)`);
+/// `uns/K_neighbors` with `obsp/K_neighbors_connectivities` and `obsp/K_neighbors_distances`
+/// (as `sc.pp.neighbors(key_added="K_neighbors")`, so `sc.tl.leiden(neighbors_key=
+/// "K_neighbors")` reads them); `obsm/K_pca`, `varm/K_pca`, `uns/K_pca` (as
+/// `sc.pp.pca(key_added="K_pca")`); `obsm/K_umap` (`sc.pl.embedding(basis="K_umap")`). The
+/// HVG columns of `var` have no key in scanpy and keep their names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterKeys {
+    /// The obs column of the clusters (and the uns entry of their parameters).
+    pub clusters: String,
+    /// Their colours in uns.
+    pub colors: String,
+    /// The uns entry of the neighbour graph.
+    pub neighbors: String,
+    /// Its obsp connectivities.
+    pub connectivities: String,
+    /// Its obsp distances.
+    pub distances: String,
+    /// The obsm scores of the PCA.
+    pub pca_obsm: String,
+    /// Its varm loadings.
+    pub pca_varm: String,
+    /// Its uns entry (variances).
+    pub pca_uns: String,
+    /// The obsm UMAP coordinates.
+    pub umap: String,
+}
+
+impl ClusterKeys {
+    /// The names for `key_added` (`None`: the defaults).
+    pub fn new(key_added: Option<&str>) -> ClusterKeys {
+        match key_added {
+            None => ClusterKeys {
+                clusters: "aido_leiden".into(),
+                colors: "aido_leiden_colors".into(),
+                neighbors: "neighbors".into(),
+                connectivities: "connectivities".into(),
+                distances: "distances".into(),
+                pca_obsm: "X_pca".into(),
+                pca_varm: "PCs".into(),
+                pca_uns: "pca".into(),
+                umap: "X_umap".into(),
+            },
+            Some(k) => ClusterKeys {
+                clusters: k.to_string(),
+                colors: format!("{k}_colors"),
+                neighbors: format!("{k}_neighbors"),
+                connectivities: format!("{k}_neighbors_connectivities"),
+                distances: format!("{k}_neighbors_distances"),
+                pca_obsm: format!("{k}_pca"),
+                pca_varm: format!("{k}_pca"),
+                pca_uns: format!("{k}_pca"),
+                umap: format!("{k}_umap"),
+            },
+        }
+    }
 }
 
 impl Default for ClusterOptions {
@@ -70,6 +138,7 @@ impl Default for ClusterOptions {
             n_top_genes: None,
             scale_max: None,
             use_rep_as_is: false,
+            key_added: None,
         }
     }
 }
@@ -124,6 +193,8 @@ pub struct ClusterReport {
     pub stage_seconds: BTreeMap<String, f64>,
     /// The space the metrics were computed in.
     pub metrics_space: String,
+    /// Where the results were written.
+    pub keys: ClusterKeys,
     /// The settings of the run.
     pub settings: Value,
 }
@@ -137,13 +208,19 @@ impl std::fmt::Display for ClusterReport {
             _ => String::new(),
         };
         let k = self.settings["n_pcs_used"].as_u64().unwrap_or(0);
+        let pca = if self.settings["use_rep_as_is"].as_bool() == Some(true) {
+            String::new()
+        } else {
+            format!(", obsm/{} [{} × {k}]", self.keys.pca_obsm, self.n_cells)
+        };
         write!(
             f,
-            "obs/aido_leiden ({} cluster{} at resolution {:.4}{exact}), obsm/X_pca [{} × {k}], obsm/X_umap; {:.1} s",
+            "obs/{} ({} cluster{} at resolution {:.4}{exact}){pca}, obsm/{}; {:.1} s",
+            self.keys.clusters,
             self.n_clusters,
             if self.n_clusters == 1 { "" } else { "s" },
             self.resolution,
-            self.n_cells,
+            self.keys.umap,
             self.seconds
         )?;
         if let (Some(ari), Some(nmi), Some(ami), Some(sil), Some(asw)) = (
@@ -200,10 +277,11 @@ pub struct Clustered {
     pub scores: Option<ClusterScores>,
     /// The labels the metrics used.
     pub labels: Option<(String, Labels)>,
-    /// The results under scanpy's names (`obs/aido_leiden`, `obsm/X_pca`, `obsm/X_umap`,
-    /// `obsp/connectivities` float32 and `obsp/distances` float64 with int32 indices,
-    /// `uns/neighbors`, `uns/pca`, `uns/aido_leiden`; with the expression baseline `var`
-    /// `highly_variable`, `means`, `dispersions`, `dispersions_norm` and `varm/PCs`).
+    /// The results under scanpy's names ([`ClusterKeys`]: by default `obs/aido_leiden`,
+    /// `obsm/X_pca`, `obsm/X_umap`, `obsp/connectivities` float32 and `obsp/distances` float64
+    /// with int32 indices, `uns/neighbors`, `uns/pca`, `uns/aido_leiden`; with the expression
+    /// baseline `var` `highly_variable`, `means`, `dispersions`, `dispersions_norm` and
+    /// `varm/PCs`).
     pub additions: H5adAdditions,
     /// The report.
     pub report: ClusterReport,
@@ -239,6 +317,28 @@ fn opt_check(options: &ClusterOptions) -> Result<()> {
         return Err(PipelineError::option(
             "scale_max",
             format!("must be a finite number > 0, got {v}"),
+        ));
+    }
+    if let Some(k) = &options.key_added {
+        crate::output::check_key_name(k, "key_added")?;
+        for (col, option) in [
+            (&options.label_column, "label_column"),
+            (&options.batch_column, "batch_column"),
+        ] {
+            if col.as_deref() == Some(k.as_str()) {
+                return Err(PipelineError::option(
+                    "key_added",
+                    format!(
+                        "'{k}' is the {} (obs/{k}): the clusters would replace it; choose another key",
+                        option.replace('_', " ")
+                    ),
+                ));
+            }
+        }
+    } else if options.label_column.as_deref() == Some("aido_leiden") {
+        return Err(PipelineError::option(
+            "key_added",
+            "the label column is obs/aido_leiden, where the clusters are written: give another key (`key_added`)",
         ));
     }
     Ok(())
@@ -358,7 +458,14 @@ pub fn cluster_cells(
         None => None,
     };
     let score_seconds = t_score.elapsed().as_secs_f64();
-    let additions = additions(&out, options.seed, &source, n_vars)?;
+    let keys = ClusterKeys::new(options.key_added.as_deref());
+    let mut additions = additions(&out, options.seed, &source, n_vars, &keys)?;
+    // scanpy's colours for the clusters, in category order, so that `sc.pl.umap` shows what
+    // the PNG of `cluster_file` shows.
+    additions.uns.push((
+        keys.colors.clone(),
+        UnsValue::StrArray(aido_eval::palettes::scanpy_colors(out.leiden.n_clusters)),
+    ));
     let exact = out.search.as_ref().map(|s| s.exact);
     let s = &out.seconds;
     let read_seconds = t_read_and_cluster
@@ -407,7 +514,7 @@ pub fn cluster_cells(
         }),
         stage_seconds,
         metrics_space: if out.pca.is_some() {
-            format!("X_pca ({k} components)")
+            format!("{} ({k} components)", keys.pca_obsm)
         } else {
             format!("{source} as is ({k} dimensions)")
         },
@@ -431,6 +538,7 @@ pub fn cluster_cells(
             "n_top_genes": options.n_top_genes,
             "scale_max": options.scale_max,
             "use_rep_as_is": options.use_rep_as_is,
+            "key_added": options.key_added,
             "standardize": if options.use_rep_as_is { "none (the representation as is, no PCA)".to_string() } else { match options.scale_max {
                 None => "zero mean, unit variance (ddof 1), no clip".to_string(),
                 Some(v) => format!("zero mean, unit variance (ddof 1), clipped to ±{v}"),
@@ -439,6 +547,7 @@ pub fn cluster_cells(
             "umap": {"min_dist": 0.5, "spread": 1.0, "n_epochs": if n <= 10_000 { 500 } else { 200 }, "init": "spectral"},
             "aido_version": env!("CARGO_PKG_VERSION"),
         }),
+        keys,
     };
     Ok(Clustered {
         output: out,
@@ -513,18 +622,24 @@ fn f64s(v: &[f64]) -> UnsValue {
 }
 
 /// The results of a clustering run, under scanpy's names.
-fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Result<H5adAdditions> {
+fn additions(
+    out: &ClusterOutput,
+    seed: u64,
+    source: &str,
+    n_vars: usize,
+    keys: &ClusterKeys,
+) -> Result<H5adAdditions> {
     let n = out.knn.n;
     let (_, k) = out.space();
     // The graph's representation, as scanpy records it: X_pca, or the obsm key used as is.
     let use_rep = match &out.pca {
-        Some(_) => "X_pca".to_string(),
+        Some(_) => keys.pca_obsm.clone(),
         None => source.trim_start_matches("obsm/").to_string(),
     };
     let shape = |_| PipelineError::option("internal", "result shape");
     let mut add = H5adAdditions::default();
     add.obs.push((
-        "aido_leiden".into(),
+        keys.clusters.clone(),
         ObsColumn::Categorical {
             codes: out.leiden.labels.iter().map(|&c| c as i32).collect(),
             categories: (0..out.leiden.n_clusters).map(|c| c.to_string()).collect(),
@@ -533,26 +648,31 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
     ));
     if let Some(p) = &out.pca {
         add.obsm.push((
-            "X_pca".into(),
+            keys.pca_obsm.clone(),
             Array2::from_shape_vec((n, k), p.scores.clone()).map_err(shape)?,
         ));
     }
     if let Some(u) = &out.umap {
         add.obsm.push((
-            "X_umap".into(),
+            keys.umap.clone(),
             Array2::from_shape_vec((n, 2), u.iter().flat_map(|p| [p[0], p[1]]).collect())
                 .map_err(shape)?,
         ));
     }
+    add.obsp.push((
+        keys.connectivities.clone(),
+        sparse(&out.connectivities, false),
+    ));
     add.obsp
-        .push(("connectivities".into(), sparse(&out.connectivities, false)));
-    add.obsp
-        .push(("distances".into(), sparse(&out.distances, true)));
+        .push((keys.distances.clone(), sparse(&out.distances, true)));
     add.uns.push((
-        "neighbors".into(),
+        keys.neighbors.clone(),
         UnsValue::Dict(vec![
-            ("connectivities_key".into(), "connectivities".into()),
-            ("distances_key".into(), "distances".into()),
+            (
+                "connectivities_key".into(),
+                keys.connectivities.as_str().into(),
+            ),
+            ("distances_key".into(), keys.distances.as_str().into()),
             (
                 "params".into(),
                 UnsValue::Dict(vec![
@@ -568,7 +688,7 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
     ));
     if let Some(p) = &out.pca {
         add.uns.push((
-            "pca".into(),
+            keys.pca_uns.clone(),
             UnsValue::Dict(vec![
                 ("variance".into(), f64s(&p.variance)),
                 ("variance_ratio".into(), f64s(&p.variance_ratio)),
@@ -587,7 +707,7 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
         ));
     }
     add.uns.push((
-        "aido_leiden".into(),
+        keys.clusters.clone(),
         UnsValue::Dict(vec![(
             "params".into(),
             UnsValue::Dict(vec![
@@ -638,7 +758,7 @@ fn additions(out: &ClusterOutput, seed: u64, source: &str, n_vars: usize) -> Res
                     pcs[[g, c]] = pca.components[c * sel.len() + r];
                 }
             }
-            add.varm.push(("PCs".into(), pcs));
+            add.varm.push((keys.pca_varm.clone(), pcs));
         }
     }
     Ok(add)
@@ -824,15 +944,11 @@ pub fn cluster_file(
     };
     // results into the user's file, then the picture and the report
     let t_write = Instant::now();
-    // scanpy's colours for the clusters and the label column, in category order, written to
-    // uns["<key>_colors"] so that `sc.pl.umap` shows what the PNG shows (a label column's own
-    // colours in the input are kept and used).
+    // scanpy's colours for the clusters (in the additions already) and the label column, in
+    // category order, written to uns["<key>_colors"] so that `sc.pl.umap` shows what the PNG
+    // shows (a label column's own colours in the input are kept and used).
     let k = c.output.leiden.n_clusters;
     let cluster_colours = aido_eval::palettes::scanpy_colors(k);
-    c.additions.uns.push((
-        "aido_leiden_colors".into(),
-        UnsValue::StrArray(cluster_colours.clone()),
-    ));
     let label_plot = match &c.labels {
         Some((col, l)) => {
             let groups = obs
@@ -867,7 +983,7 @@ pub fn cluster_file(
                 None => {
                     let mut g = Labels::from_codes(c.output.leiden.labels.clone());
                     g.names = (0..k).map(|i| format!("cluster {i}")).collect();
-                    (g, "aido_leiden".to_string(), cluster_colours)
+                    (g, c.report.keys.clusters.clone(), cluster_colours)
                 }
             };
             let src = files
@@ -884,6 +1000,7 @@ pub fn cluster_file(
         }
         None => None,
     };
+    crate::output::note_replaced(input, &c.additions, on_event);
     if let Err(e) = write_input_plus(input, output, &c.additions) {
         if let Some((tmp, _)) = &png_tmp {
             let _ = std::fs::remove_file(tmp);
@@ -908,9 +1025,16 @@ pub fn cluster_file(
     if let Some(r) = &files.report {
         write_json(r, &c.report)?;
     }
+    let keys = &c.report.keys;
     on_event(Event::Wrote {
         path: output.to_path_buf(),
-        what: "obs/aido_leiden, obsm/X_pca, obsm/X_umap".into(),
+        what: match c.output.pca {
+            Some(_) => format!(
+                "obs/{}, obsm/{}, obsm/{}",
+                keys.clusters, keys.pca_obsm, keys.umap
+            ),
+            None => format!("obs/{}, obsm/{}", keys.clusters, keys.umap),
+        },
     });
     Ok(c)
 }

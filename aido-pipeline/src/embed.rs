@@ -38,7 +38,13 @@ pub struct EmbedOptions {
     /// Embed at most this many cells (the first ones; of a shard, its first ones): a trial run
     /// on a large file. A file written back whole then gets the small file instead.
     pub max_cells: Option<usize>,
+    /// The obsm key of the cell embeddings in an h5ad output (`None`: `X_aido_cell`), as
+    /// scanpy's `key_added`.
+    pub key_added: Option<String>,
 }
+
+/// The obsm key of the cell embeddings when none is given.
+pub const DEFAULT_EMBED_KEY: &str = "X_aido_cell";
 
 impl Default for EmbedOptions {
     fn default() -> Self {
@@ -49,7 +55,15 @@ impl Default for EmbedOptions {
             tokenize: TokenizeOptions::default(),
             gene_embeddings: Vec::new(),
             max_cells: None,
+            key_added: None,
         }
+    }
+}
+
+impl EmbedOptions {
+    /// The obsm key of the cell embeddings ([`EmbedOptions::key_added`] or `X_aido_cell`).
+    pub fn obsm_key(&self) -> &str {
+        self.key_added.as_deref().unwrap_or(DEFAULT_EMBED_KEY)
     }
 }
 
@@ -566,6 +580,28 @@ pub fn embed_file<B: Backend>(
             ),
         ));
     }
+    if let Some(k) = &options.key_added {
+        crate::output::check_key_name(k, "key_added")?;
+        if format != OutFormat::H5ad {
+            return Err(PipelineError::option(
+                "key_added",
+                format!(
+                    "names the obsm key of an .h5ad output; {} is a safetensors file (its tensor is cell_embedding)",
+                    output.display()
+                ),
+            ));
+        }
+        if options
+            .gene_embeddings
+            .iter()
+            .any(|g| format!("X_aido_gene_{g}") == *k)
+        {
+            return Err(PipelineError::option(
+                "key_added",
+                format!("'{k}' is also the obsm key of a gene embedding"),
+            ));
+        }
+    }
     if format == OutFormat::H5ad {
         for g in &options.gene_embeddings {
             aido_tokenize::h5ad_edit::check_key(output, "obsm", &format!("X_aido_gene_{g}"))
@@ -653,11 +689,13 @@ pub fn embed_file<B: Backend>(
                 &options.gene_embeddings,
                 report.hidden,
                 report.metadata(),
+                options.obsm_key(),
                 obs,
+                on_event,
             )?;
             on_event(Event::Wrote {
                 path: output.to_path_buf(),
-                what: "obsm/X_aido_cell".into(),
+                what: format!("obsm/{}", options.obsm_key()),
             });
             Ok(report)
         }
@@ -733,8 +771,8 @@ fn finish_embeddings(
     Ok(())
 }
 
-/// The h5ad output: the whole input plus `obsm/X_aido_cell` (and gene embeddings), or a small
-/// file of `obs` (of the embedded cells) and the embeddings.
+/// The h5ad output: the whole input plus `obsm/<key>` (and gene embeddings), or a small file of
+/// `obs` (of the embedded cells) and the embeddings.
 #[allow(clippy::too_many_arguments)]
 fn write_h5ad(
     input: &Path,
@@ -747,13 +785,15 @@ fn write_h5ad(
     gene_names: &[String],
     h: usize,
     meta: BTreeMap<String, String>,
+    key: &str,
     obs: impl FnOnce() -> Result<aido_tokenize::ObsTable>,
+    on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
     let n = kept.len();
     let k = gene_names.len();
     let shape_err = |_| PipelineError::option("internal", "embedding shape");
     let cells = Array2::from_shape_vec((n, h), cells).map_err(shape_err)?;
-    let mut obsm = vec![("X_aido_cell".to_string(), cells)];
+    let mut obsm = vec![(key.to_string(), cells)];
     for (j, g) in gene_names.iter().enumerate() {
         let col: Vec<f32> = (0..n)
             .flat_map(|c| genes[(c * k + j) * h..(c * k + j + 1) * h].iter().copied())
@@ -763,15 +803,29 @@ fn write_h5ad(
             Array2::from_shape_vec((n, h), col).map_err(shape_err)?,
         ));
     }
+    // The run's metadata: `uns/aido_embed_<field>` strings for the default key; for another
+    // key, scanpy's way (`uns[key_added]` = the parameters), so that a second embedding
+    // written beside the first keeps the first one's record.
+    let uns = if key == DEFAULT_EMBED_KEY {
+        meta.into_iter()
+            .map(|(k, v)| (format!("aido_embed_{k}"), UnsValue::Str(v)))
+            .collect()
+    } else {
+        vec![(
+            key.to_string(),
+            UnsValue::Dict(
+                meta.into_iter()
+                    .map(|(k, v)| (k, UnsValue::Str(v)))
+                    .collect(),
+            ),
+        )]
+    };
     let add = H5adAdditions {
         obsm,
-        uns: meta
-            .into_iter()
-            .map(|(key, v)| (format!("aido_embed_{key}"), UnsValue::Str(v)))
-            .collect(),
+        uns,
         ..Default::default()
     };
-    crate::output::write_results(input, output, whole_file, n_cells, kept, add, obs)
+    crate::output::write_results(input, output, whole_file, n_cells, kept, add, obs, on_event)
 }
 
 /// One shard file, read.
@@ -883,10 +937,29 @@ pub struct MergeReport {
 
 /// Assembles the shards of one sharded run ([`embed_file`] with a [`Shard`]) into the output
 /// the unsharded run writes (the same bytes). Missing, duplicate or mismatched shards are
-/// refused before anything is written.
-pub fn merge_shards(shards: &[PathBuf], output: &Path, kind: OutputKind) -> Result<MergeReport> {
+/// refused before anything is written. `key_added`: the obsm key of an h5ad output (`None`:
+/// `X_aido_cell`). Events: an [`Event::Note`] when the results replace entries of the input.
+pub fn merge_shards(
+    shards: &[PathBuf],
+    output: &Path,
+    kind: OutputKind,
+    key_added: Option<&str>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<MergeReport> {
     let format = OutFormat::of(output)?;
     crate::output::check_writable(output, "output")?;
+    if let Some(k) = key_added {
+        crate::output::check_key_name(k, "key_added")?;
+        if format != OutFormat::H5ad {
+            return Err(PipelineError::option(
+                "key_added",
+                format!(
+                    "names the obsm key of an .h5ad output; {} is a safetensors file",
+                    output.display()
+                ),
+            ));
+        }
+    }
     if shards.is_empty() {
         return Err(PipelineError::option("shards", "no shard given"));
     }
@@ -1002,7 +1075,9 @@ pub fn merge_shards(shards: &[PathBuf], output: &Path, kind: OutputKind) -> Resu
                 &gene_names,
                 h,
                 meta,
+                key_added.unwrap_or(DEFAULT_EMBED_KEY),
                 obs,
+                on_event,
             )?;
         }
     }

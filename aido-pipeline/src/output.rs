@@ -69,6 +69,40 @@ pub fn check_out_folder(path: &Path, option: &'static str) -> Result<()> {
     })
 }
 
+/// Refuses a key for an AnnData entry (`key_added`) that anndata cannot hold: empty, or with
+/// a `/` (an HDF5 path separator).
+pub fn check_key_name(key: &str, option: &'static str) -> Result<()> {
+    if key.trim().is_empty() || key.contains('/') || key == "." || key == ".." {
+        return Err(PipelineError::option(
+            option,
+            format!("'{key}': a key must be non-empty and hold no '/'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Says (as an [`Event::Note`](crate::Event::Note)) which entries of `input` the results
+/// replace when written back whole, and, where a result's key can be chosen, how to keep them.
+pub fn note_replaced(input: &Path, add: &H5adAdditions, on_event: &mut dyn FnMut(crate::Event)) {
+    if let Ok(r) = aido_tokenize::h5ad_edit::replaced_entries(input, add)
+        && !r.is_empty()
+    {
+        let keyed = r
+            .iter()
+            .any(|e| !e.starts_with("uns/") && !e.starts_with("var/"));
+        on_event(crate::Event::Note(format!(
+            "replacing {} of {}{}",
+            r.join(", "),
+            input.display(),
+            if keyed {
+                " (`key_added` writes the results under another name)"
+            } else {
+                ""
+            }
+        )));
+    }
+}
+
 /// Whether `output` gets the whole input: an h5ad input written to an h5ad, unless the caller
 /// asked for the small file.
 pub fn whole_input(input: &Path, small_file: bool) -> Result<bool> {
@@ -79,7 +113,9 @@ pub fn whole_input(input: &Path, small_file: bool) -> Result<bool> {
 /// `output`: with `whole`, the whole input plus `add` (every cell must have been kept: `what`
 /// says what the skipped cells lack, and the error says how to get the small file); otherwise a
 /// small file whose `obs` is `obs()` (the kept cells' rows) plus `add`'s obs columns, obsm and
-/// uns entries.
+/// uns entries. Entries of the input that the whole file's results replace are named in an
+/// [`Event::Note`](crate::Event::Note).
+#[allow(clippy::too_many_arguments)]
 pub fn write_results(
     input: &Path,
     output: &Path,
@@ -88,6 +124,7 @@ pub fn write_results(
     kept: &[usize],
     add: H5adAdditions,
     obs: impl FnOnce() -> Result<ObsTable>,
+    on_event: &mut dyn FnMut(crate::Event),
 ) -> Result<()> {
     if whole {
         if kept.len() != n_cells {
@@ -101,6 +138,7 @@ pub fn write_results(
                 ),
             ));
         }
+        note_replaced(input, &add, on_event);
         write_input_plus(input, output, &add)?;
     } else {
         let mut obs = obs()?;

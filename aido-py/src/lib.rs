@@ -395,6 +395,7 @@ fn embed<'py>(
         tokenize: tokenize_options(gene_id, allow_non_integer)?,
         gene_embeddings: gene_embeddings.unwrap_or_default(),
         max_cells: None,
+        key_added: None,
     };
     let work = EmbedWork {
         model,
@@ -475,6 +476,7 @@ fn predict<'py>(
         precision: parse("precision", precision)?,
         tokenize: tokenize_options(gene_id, allow_non_integer)?,
         max_cells: None,
+        key_added: None,
     };
     let work = PredictWork {
         classifier,
@@ -688,6 +690,7 @@ fn cluster_options(
     n_pcs: usize,
     n_neighbors: usize,
     seed: u64,
+    key_added: Option<String>,
 ) -> ClusterOptions {
     ClusterOptions {
         label_column,
@@ -697,6 +700,7 @@ fn cluster_options(
         n_pcs,
         n_neighbors,
         seed,
+        key_added,
         ..ClusterOptions::default()
     }
 }
@@ -704,7 +708,7 @@ fn cluster_options(
 /// Zero-shot clustering of an embedding `x` [n, d] (float32): PCA → kNN → Leiden → UMAP, with
 /// metrics against `obs` label columns. Returns the dict of `clustered_to_py`.
 #[pyfunction]
-#[pyo3(signature = (key, x, obs_names, columns, n_vars, label_column=None, batch_column=None, n_clusters=None, resolution=None, n_pcs=50, n_neighbors=15, seed=0, use_rep_as_is=false))]
+#[pyo3(signature = (key, x, obs_names, columns, n_vars, label_column=None, batch_column=None, n_clusters=None, resolution=None, n_pcs=50, n_neighbors=15, seed=0, use_rep_as_is=false, key_added=None))]
 fn cluster_embedding<'py>(
     py: Python<'py>,
     key: String,
@@ -720,6 +724,7 @@ fn cluster_embedding<'py>(
     n_neighbors: usize,
     seed: u64,
     use_rep_as_is: bool,
+    key_added: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let pending = Pending::default();
     let obs = obs_table(obs_names, columns);
@@ -733,6 +738,7 @@ fn cluster_embedding<'py>(
             n_pcs,
             n_neighbors,
             seed,
+            key_added,
         )
     };
     let x = x.as_array().to_owned();
@@ -755,7 +761,7 @@ fn cluster_embedding<'py>(
 /// The expression baseline on raw counts (normalize 1e4, log1p, seurat HVG, scale, PCA), then
 /// the same graph, clusters and layout. Returns the dict of `clustered_to_py`.
 #[pyfunction]
-#[pyo3(signature = (cells, what, label_column=None, batch_column=None, n_clusters=None, resolution=None, n_pcs=50, n_neighbors=15, seed=0))]
+#[pyo3(signature = (cells, what, label_column=None, batch_column=None, n_clusters=None, resolution=None, n_pcs=50, n_neighbors=15, seed=0, key_added=None))]
 fn cluster_counts<'py>(
     py: Python<'py>,
     cells: CellsSpec,
@@ -767,6 +773,7 @@ fn cluster_counts<'py>(
     n_pcs: usize,
     n_neighbors: usize,
     seed: u64,
+    key_added: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let pending = Pending::default();
     let mut src = cells.source(&pending);
@@ -778,6 +785,7 @@ fn cluster_counts<'py>(
         n_pcs,
         n_neighbors,
         seed,
+        key_added,
     );
     let c = run_detached(py, &pending, move || {
         let counts = read_all(&mut src)?;

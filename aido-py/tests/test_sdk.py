@@ -41,6 +41,10 @@ def test_embed_equals_the_cli_bit_for_bit_and_writes_in_place(work, tmp_path):
     c = aido_sdk.embed(b, aido_sdk.load_model(work / "model"), key_added="emb", copy=True, progress=False)
     assert "emb" in c.obsm and "emb" not in b.obsm
     assert np.array_equal(c.obsm["emb"], cli)
+    assert c.uns["emb"]["key_added"] == "emb" and "aido_embed" not in c.uns
+    # writing over an existing key warns, naming it
+    with pytest.warns(UserWarning, match=r"replacing obsm\['emb'\]"):
+        aido_sdk.embed(c, aido_sdk.load_model(work / "model"), key_added="emb", progress=False)
 
 
 def as_kinds(a):
@@ -217,6 +221,16 @@ def test_cluster_equals_the_cli_and_scanpy_plots_it(work, tmp_path):
     assert (b.obsp["connectivities"] != cli_b.obsp["connectivities"]).nnz == 0
     with pytest.raises(ValueError, match="use_rep_as_is"):
         aido_sdk.cluster(read(work), use_rep_as_is=True)
+    # key_added: the same graph under scanpy's keyed names, beside the first; the CLI agrees.
+    with pytest.warns(UserWarning, match=r"replacing obs\['aido_leiden'\]"):
+        aido_sdk.cluster(b, use_rep="X_aido_cell", use_rep_as_is=True)
+    rk = aido_sdk.cluster(b, use_rep="X_aido_cell", use_rep_as_is=True, key_added="k")
+    assert rk["keys"]["connectivities"] == "k_neighbors_connectivities"
+    assert (b.obsp["k_neighbors_connectivities"] != b.obsp["connectivities"]).nnz == 0
+    assert b.uns["k_neighbors"]["connectivities_key"] == "k_neighbors_connectivities"
+    assert list(b.obs["k"]) == list(b.obs["aido_leiden"]) and len(b.uns["k_colors"]) == b.obs["k"].nunique()
+    sc.tl.leiden(b, flavor="igraph", n_iterations=2, neighbors_key="k_neighbors", key_added="lk")
+    sc.pl.embedding(b, basis="k_umap", color="k", show=False)
 
 
 def test_predict_equals_the_cli(work, tmp_path):

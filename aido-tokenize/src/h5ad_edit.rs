@@ -271,6 +271,37 @@ fn stage_column(
     })
 }
 
+/// The groups and their members (`obs/cell_type`, `uns/neighbors`) of an AnnData file.
+fn present_entries(h5: &H5) -> Result<BTreeSet<String>> {
+    let mut present: BTreeSet<String> = BTreeSet::new();
+    for g in ["obs", "var", "obsm", "varm", "obsp", "uns"] {
+        if h5.is_group(g) {
+            present.insert(g.to_string());
+            let (gs, ds) = h5.members(g)?;
+            for m in gs.into_iter().chain(ds) {
+                present.insert(format!("{g}/{m}"));
+            }
+        }
+    }
+    Ok(present)
+}
+
+/// The entries of `input` that [`write_input_plus`] with `add` would replace
+/// (`obs/aido_leiden`, `uns/neighbors`), in the order of `add`.
+pub fn replaced_entries(input: &Path, add: &H5adAdditions) -> Result<Vec<String>> {
+    let present = present_entries(&H5::open(input)?)?;
+    let names = add
+        .obs
+        .iter()
+        .map(|(k, _)| format!("obs/{k}"))
+        .chain(add.var.iter().map(|(k, _)| format!("var/{k}")))
+        .chain(add.obsm.iter().map(|(k, _)| format!("obsm/{k}")))
+        .chain(add.varm.iter().map(|(k, _)| format!("varm/{k}")))
+        .chain(add.obsp.iter().map(|(k, _)| format!("obsp/{k}")))
+        .chain(add.uns.iter().map(|(k, _)| format!("uns/{k}")));
+    Ok(names.filter(|n| present.contains(n)).collect())
+}
+
 /// Copies `input` to `output` and adds `add` (see the module docs). `input` must be an
 /// AnnData ≥ 0.8 file; `output` may equal `input` (the file is then replaced atomically).
 pub fn write_input_plus(input: &Path, output: &Path, add: &H5adAdditions) -> Result<()> {
@@ -329,16 +360,7 @@ pub fn write_input_plus(input: &Path, output: &Path, add: &H5adAdditions) -> Res
     for (k, _) in &add.uns {
         check_key(input, "uns", k)?;
     }
-    let mut present: BTreeSet<String> = BTreeSet::new();
-    for g in ["obs", "var", "obsm", "varm", "obsp", "uns"] {
-        if h5.is_group(g) {
-            present.insert(g.to_string());
-            let (gs, ds) = h5.members(g)?;
-            for m in gs.into_iter().chain(ds) {
-                present.insert(format!("{g}/{m}"));
-            }
-        }
-    }
+    let present = present_entries(&h5)?;
     drop(h5);
 
     let tmp: PathBuf = temp_sibling(output);

@@ -84,6 +84,15 @@ pub(crate) struct ClusterArgs {
     /// Draw the UMAP coloured by the label column (or the clusters) into this PNG.
     #[arg(long)]
     pub umap_png: Option<PathBuf>,
+    /// Write the results under this name, as scanpy's key_added: obs/KEY and uns/KEY (the
+    /// clusters, as `sc.tl.leiden(key_added=KEY)`), uns/KEY_colors, uns/KEY_neighbors with
+    /// obsp/KEY_neighbors_connectivities and obsp/KEY_neighbors_distances (`sc.tl.leiden(
+    /// neighbors_key="KEY_neighbors")` reads them), obsm/KEY_pca, varm/KEY_pca, uns/KEY_pca
+    /// and obsm/KEY_umap (`sc.pl.embedding(adata, basis="KEY_umap")`). Default: aido_leiden,
+    /// neighbors, X_pca, PCs, pca and X_umap. Existing entries of those names are replaced,
+    /// and the run says so.
+    #[arg(long, value_name = "KEY")]
+    pub key_added: Option<String>,
 }
 
 /// Flags of `aido evaluate`.
@@ -135,12 +144,13 @@ pub(crate) fn cmd_cluster(a: &ClusterArgs, verbose: bool) -> Result<()> {
         n_top_genes: a.n_top_genes,
         scale_max: a.scale_max,
         use_rep_as_is: a.use_rep_as_is,
+        key_added: a.key_added.clone(),
     };
     let c = cluster_file(&a.input, &a.output, &files, &options, &mut |e| {
         if let aido_pipeline::Event::Note(n) = e
             && verbose
         {
-            eprintln!("{n}");
+            eprintln!("{}", super::render::flags_named(&n));
         }
     })
     .map_err(pipeline_error)?;

@@ -46,6 +46,10 @@ pub(crate) struct EmbedArgs {
     /// of the whole input plus the embeddings.
     #[arg(long)]
     pub embeddings_only: bool,
+    /// The obsm key of the cell embeddings in an .h5ad output (scanpy's key_added; default
+    /// X_aido_cell). An existing entry of that name is replaced, and the run says so.
+    #[arg(long, value_name = "KEY")]
+    pub key_added: Option<String>,
     /// Also write contextual embeddings of these genes (comma-separated symbols of the vocabulary).
     #[arg(long, value_delimiter = ',')]
     pub gene_embeddings: Vec<String>,
@@ -99,6 +103,7 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
         tokenize: a.input.options()?,
         gene_embeddings: a.gene_embeddings.clone(),
         max_cells: a.max_cells,
+        key_added: a.key_added.clone(),
     };
     let pretrained = super::render::open_model(&a.model, &a.genes, verbose)?;
     let r = on_device(
@@ -119,12 +124,19 @@ pub(crate) fn cmd_embed(a: &EmbedArgs, verbose: bool) -> Result<EmbedReport> {
             );
         }
         let what = match format {
-            OutFormat::H5ad => "obsm/X_aido_cell",
-            OutFormat::Safetensors => "cell_embedding",
+            OutFormat::H5ad => format!("obsm/{}", options_key(&a.key_added)),
+            OutFormat::Safetensors => "cell_embedding".to_string(),
         };
         outln!("wrote {}: {what} {r}", a.output.display());
     }
     Ok(r)
+}
+
+/// The obsm key an h5ad output gets.
+fn options_key(key_added: &Option<String>) -> &str {
+    key_added
+        .as_deref()
+        .unwrap_or(aido_pipeline::embed::DEFAULT_EMBED_KEY)
 }
 
 /// Flags of `aido merge`.
@@ -137,6 +149,9 @@ pub(crate) struct MergeArgs {
     /// With an .h5ad output: a small file of obs and the embeddings only.
     #[arg(long)]
     pub embeddings_only: bool,
+    /// The obsm key of the cell embeddings in an .h5ad output (default X_aido_cell).
+    #[arg(long, value_name = "KEY")]
+    pub key_added: Option<String>,
     /// The shards written by `aido embed --shard I/N`, in any order; all N are needed.
     #[arg(required = true)]
     pub shards: Vec<PathBuf>,
@@ -145,10 +160,13 @@ pub(crate) struct MergeArgs {
 /// `aido merge`: the shards of one `aido embed --shard I/N` run, assembled into the output the
 /// unsharded run writes (the same bytes).
 pub(crate) fn cmd_merge(a: &MergeArgs) -> Result<()> {
+    let mut events = EventPrinter::new(true, "merge");
     let r = merge_shards(
         &a.shards,
         &a.output,
         OutputKind::small_if(a.embeddings_only),
+        a.key_added.as_deref(),
+        &mut |e| events.show(e),
     )
     .map_err(pipeline_error)?;
     outln!(

@@ -22,6 +22,11 @@ pub(crate) struct PredictArgs {
     /// obs/aido_cell_type_confidence, obsm/aido_cell_type_proba, uns/aido_cell_type_classes.
     #[arg(long)]
     pub output: PathBuf,
+    /// The prefix of the results (scanpy's key_added; default aido_cell_type): obs/KEY,
+    /// obs/KEY_confidence, obsm/KEY_proba, uns/KEY_classes, uns/KEY_model. Existing entries
+    /// of those names are replaced, and the run says so.
+    #[arg(long, value_name = "KEY")]
+    pub key_added: Option<String>,
     /// Cells per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
@@ -67,6 +72,7 @@ pub(crate) fn cmd_predict(a: &PredictArgs, verbose: bool) -> Result<usize> {
         precision: a.compute.precision,
         tokenize: a.input.options()?,
         max_cells: a.max_cells,
+        key_added: a.key_added.clone(),
     };
     let r = on_device(
         a.compute.device,

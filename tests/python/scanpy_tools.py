@@ -92,6 +92,30 @@ for key in ("distances", "connectivities"):
     diff = abs(ours.obsp[key] - ref.obsp[key]).max()
     assert diff < 1e-4, (key, diff)
 
+# --key-added: scanpy's own tools find every result by the names scanpy's key_added gives.
+keyed = work / "keyed.h5ad"
+run("cluster", "--input", out, "--output", keyed, "--embedding", "X_pca", "--n-pcs", 10,
+    "--key-added", "emb", "--resolution", 0.5)
+k = sc.read_h5ad(keyed)
+assert k.uns["emb_neighbors"]["connectivities_key"] == "emb_neighbors_connectivities"
+assert k.uns["emb_neighbors"]["params"]["use_rep"] == "emb_pca" and k.obsm["emb_pca"].shape[1] == 10
+assert list(k.obs["aido_leiden"]) == list(a.obs["aido_leiden"]), "the default names are kept"
+ours = list(k.uns["emb_colors"])
+fresh = k.copy()
+del fresh.uns["emb_colors"]
+pl_utils._set_default_colors_for_categorical_obs(fresh, "emb")
+assert ours == list(fresh.uns["emb_colors"]), ours
+sc.pl.embedding(k, basis="emb_umap", color="emb", show=False)
+sc.tl.leiden(k, flavor="igraph", n_iterations=2, neighbors_key="emb_neighbors", key_added="leiden_emb")
+sc.tl.umap(k, neighbors_key="emb_neighbors")
+sc.tl.paga(k, groups="emb", neighbors_key="emb_neighbors")
+ref = sc.read_h5ad(out)
+ref.obsm["emb_pca"] = k.obsm["emb_pca"]
+sc.pp.neighbors(ref, use_rep="emb_pca", n_neighbors=15, key_added="emb_neighbors")
+for key in ("emb_neighbors_distances", "emb_neighbors_connectivities"):
+    diff = abs(k.obsp[key] - ref.obsp[key]).max()
+    assert diff < 1e-4, (key, diff)
+
 # scanpy's usual layout: X log-normalized, the counts in adata.raw. The expression baseline
 # refuses X naming raw/X, and --use-raw clusters the counts as the counts file clusters.
 r = sc.read_h5ad(sim)

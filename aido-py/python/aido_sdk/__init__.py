@@ -11,6 +11,7 @@ unchanged. Progress bars use ``tqdm.auto`` when tqdm is installed (``progress=Fa
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -151,7 +152,8 @@ def embed(adata, model: Model | str, *, layer: str | None = None, gene_column: s
 
     Writes ``obsm[key_added]`` (float32 ``[n_obs, H]``), ``obsm["X_aido_gene_<G>"]`` for each
     gene of ``gene_embeddings``, and ``uns["aido_embed"]`` (model, precision, pooling,
-    gene-alignment counts). Returns None, or the new AnnData with ``copy=True``.
+    gene-alignment counts; ``uns[key_added]`` for a key other than ``"X_aido_cell"``).
+    Returns None, or the new AnnData with ``copy=True``.
     """
     model = _model(model)
     cells = _cells(adata, layer, gene_column)
@@ -162,10 +164,13 @@ def embed(adata, model: Model | str, *, layer: str | None = None, gene_column: s
     finally:
         close()
     target = adata.copy() if copy else adata
+    _warn_replaced(target, [("obsm", key_added)])
     target.obsm[key_added] = x
     for j, g in enumerate(gene_embeddings or []):
         target.obsm[f"X_aido_gene_{g}"] = np.ascontiguousarray(genes[:, j, :])
-    target.uns["aido_embed"] = {
+    # the run's record: uns["aido_embed"] for the default key, uns[key_added] for another
+    # (as scanpy keeps a keyed result's parameters), so a second embedding keeps the first's
+    target.uns["aido_embed" if key_added == "X_aido_cell" else key_added] = {
         "model": report["model"], "precision": report["precision"], "pooling": report["pooling"],
         "gene_vocabulary": report["gene_vocabulary"], "genes_matched": report["genes_matched"],
         "genes_in_input": report["genes_in_input"], "genes_in_model": report["genes_in_model"],
@@ -199,11 +204,13 @@ def finetune(adata, model: Model | str, label_column: str, out_dir: str | os.Pat
 
 
 def predict(adata, classifier: str | os.PathLike, *, batch_size: int = 8, layer: str | None = None,
-            gene_column: str | None = None, progress: bool = True, copy: bool = False):
+            gene_column: str | None = None, key_added: str = "aido_cell_type",
+            progress: bool = True, copy: bool = False):
     """Label cells with a classifier folder written by :func:`finetune` (``out_dir/classifier``).
 
-    Writes ``obs["aido_cell_type"]`` (categorical), ``obs["aido_cell_type_confidence"]``,
-    ``obsm["aido_cell_type_proba"]`` ``[n_obs, C]`` and ``uns["aido_cell_type_classes"]``.
+    Writes ``obs[key_added]`` (categorical), ``obs[f"{key_added}_confidence"]``,
+    ``obsm[f"{key_added}_proba"]`` ``[n_obs, C]``, ``uns[f"{key_added}_classes"]`` and
+    ``uns[f"{key_added}_model"]`` (``key_added`` defaults to ``"aido_cell_type"``).
     """
     cells = _cells(adata, layer, gene_column)
     update, close = _progress(progress, "predict")
@@ -213,12 +220,14 @@ def predict(adata, classifier: str | os.PathLike, *, batch_size: int = 8, layer:
     finally:
         close()
     target = adata.copy() if copy else adata
-    target.obs["aido_cell_type"] = pd.Categorical.from_codes(np.asarray(pred, dtype=np.int64),
-                                                             categories=classes)
-    target.obs["aido_cell_type_confidence"] = np.asarray(conf, dtype=np.float64)
-    target.obsm["aido_cell_type_proba"] = proba
-    target.uns["aido_cell_type_classes"] = np.asarray(classes, dtype=object)
-    target.uns["aido_cell_type_model"] = report["model"]
+    _warn_replaced(target, [("obs", key_added), ("obs", f"{key_added}_confidence"),
+                            ("obsm", f"{key_added}_proba")])
+    target.obs[key_added] = pd.Categorical.from_codes(np.asarray(pred, dtype=np.int64),
+                                                      categories=classes)
+    target.obs[f"{key_added}_confidence"] = np.asarray(conf, dtype=np.float64)
+    target.obsm[f"{key_added}_proba"] = proba
+    target.uns[f"{key_added}_classes"] = np.asarray(classes, dtype=object)
+    target.uns[f"{key_added}_model"] = report["model"]
     return target if copy else None
 
 
@@ -248,6 +257,15 @@ def insilico(adata, model: Model | str, *, genes: list[str] | None = None, all_g
     return out
 
 
+def _warn_replaced(adata, entries) -> None:
+    """Warns once naming the entries of ``adata`` (``(slot, key)`` pairs) a result replaces."""
+    have = [f"{slot}[{key!r}]" for slot, key in entries
+            if key in (adata.obs.columns if slot == "obs" else getattr(adata, slot))]
+    if have:
+        warnings.warn(f"replacing {', '.join(have)} (key_added= writes the results under another name)",
+                      stacklevel=3)
+
+
 def _csr(t) -> sp.csr_matrix:
     data, indices, indptr, shape = t
     if indptr[-1] <= np.iinfo(np.int32).max:
@@ -258,7 +276,8 @@ def _csr(t) -> sp.csr_matrix:
 def cluster(adata, *, use_rep: str | None = None, label_column: str | None = None,
             batch_column: str | None = None, n_clusters: int | None = None,
             resolution: float | None = None, n_pcs: int = 50, n_neighbors: int = 15, seed: int = 0,
-            layer: str | None = None, copy: bool = False, use_rep_as_is: bool = False) -> dict:
+            layer: str | None = None, copy: bool = False, use_rep_as_is: bool = False,
+            key_added: str | None = None) -> dict:
     """Zero-shot clustering, as ``aido cluster``: PCA → kNN → Leiden → UMAP.
 
     ``use_rep=None``: the expression baseline on raw counts (``X`` or ``layers[layer]``:
@@ -266,9 +285,13 @@ def cluster(adata, *, use_rep: str | None = None, label_column: str | None = Non
     standardized and reduced to ``n_pcs`` components first (the papers' protocol), or, with
     ``use_rep_as_is=True``, used as it is like ``sc.pp.neighbors(use_rep=…)`` (no ``X_pca``).
     Writes ``obs["aido_leiden"]``, ``obsm["X_pca"]``, ``obsm["X_umap"]``,
-    ``obsp["connectivities"]``, ``obsp["distances"]``, ``uns["neighbors"]``, ``uns["pca"]`` (and
-    the HVG columns of ``var``, ``varm["PCs"]`` for the baseline) — ``sc.pl.umap`` works on it as
-    is. Returns the report (ARI, NMI, … against ``label_column``).
+    ``obsp["connectivities"]``, ``obsp["distances"]``, ``uns["neighbors"]``, ``uns["pca"]``,
+    ``uns["aido_leiden_colors"]`` (and the HVG columns of ``var``, ``varm["PCs"]`` for the
+    baseline) — ``sc.pl.umap`` works on it as is. With ``key_added=K``, as scanpy's
+    ``key_added``: ``obs[K]``, ``uns[K]``, ``uns[f"{K}_colors"]``, ``uns[f"{K}_neighbors"]`` with
+    ``obsp[f"{K}_neighbors_connectivities"]`` / ``obsp[f"{K}_neighbors_distances"]``,
+    ``obsm``/``varm``/``uns[f"{K}_pca"]`` and ``obsm[f"{K}_umap"]``. Returns the report (ARI, NMI,
+    … against ``label_column``; ``report["keys"]`` names where everything went).
     """
     columns = [_column(adata, c) for c in (label_column, batch_column) if c is not None]
     names = [str(n) for n in adata.obs_names]
@@ -278,15 +301,16 @@ def cluster(adata, *, use_rep: str | None = None, label_column: str | None = Non
         what = "X" if layer is None else f"layers/{layer}"
         r = _core.cluster_counts(_cells(adata, layer, None, [label_column, batch_column]), what,
                                  label_column, batch_column, n_clusters, resolution, n_pcs,
-                                 n_neighbors, seed)
+                                 n_neighbors, seed, key_added)
     else:
         if use_rep not in adata.obsm:
             raise KeyError(f"adata.obsm has no {use_rep!r} (keys: {', '.join(adata.obsm) or 'none'})")
         x = np.ascontiguousarray(adata.obsm[use_rep], dtype=np.float32)
         r = _core.cluster_embedding(use_rep, x, names, columns, adata.n_vars, label_column,
                                     batch_column, n_clusters, resolution, n_pcs, n_neighbors, seed,
-                                    use_rep_as_is)
+                                    use_rep_as_is, key_added)
     target = adata.copy() if copy else adata
+    _warn_replaced(target, [(slot, k) for slot in ("obs", "obsm", "obsp", "varm") for k in r[slot]])
     for k, (codes, cats) in r["obs"].items():
         target.obs[k] = pd.Categorical.from_codes(np.asarray(codes, dtype=np.int64), categories=cats)
     for k, m in r["obsm"].items():
