@@ -138,13 +138,31 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
     assert!(!groups.is_empty());
     for (g, per) in groups {
         assert!(GROUPS.contains(&g.as_str()));
-        for name in ["model", "no_change", "mean_delta"] {
+        for name in [
+            "model",
+            "no_change",
+            "mean_delta",
+            "linear",
+            "matching_mean",
+        ] {
             let v = &per[name];
             assert!(v["mse_top20_de"].as_f64().unwrap() >= 0.0, "{g}/{name}");
-            assert!(v["pearson_delta"].as_f64().unwrap().abs() <= 1.0 + 1e-9);
+            assert!(v["l2_top1000"].as_f64().unwrap() >= 0.0, "{g}/{name}");
+            for k in [
+                "pearson_delta",
+                "pearson_delta_top1000",
+                "pearson_delta_centroid",
+                "pearson_delta_centroid_top20_de",
+            ] {
+                assert!(v[k].as_f64().unwrap().abs() <= 1.0 + 1e-9, "{g}/{name}/{k}");
+            }
+            assert!((0.0..=1.0).contains(&v["centroid_accuracy"].as_f64().unwrap()));
             assert!(v["n_conditions"].as_u64().unwrap() >= 1);
         }
+        assert!(per.get("linear_external").is_none());
     }
+    assert_eq!(r["settings"]["linear"]["k"], 10);
+    assert_eq!(r["settings"]["fit"]["lr_decay"], 0.5);
     assert_eq!(r["settings"]["split"], "simulation");
     assert_eq!(r["settings"]["gene_embeddings"], "learned");
     // Predict a combination the file does not hold, and a single.
@@ -205,6 +223,81 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
     ]);
     fails_with(&o, &["NOPE", "not one of the model's 60 genes"]);
     assert!(!dir.path().join("bad.json").exists());
+    // --format cell-eval: predicted single cells of every condition of the screen, in the layout
+    // cell-eval takes; `perturb score` reads them back against the screen's real cells.
+    let all: Vec<String> = conds.keys().filter(|k| *k != "ctrl").cloned().collect();
+    let cells = dir.path().join("cells.h5ad");
+    ok(&run(&[
+        "perturb",
+        "predict",
+        "--model",
+        s(&out.join("model")),
+        "--conditions",
+        &all.join(","),
+        "--format",
+        "cell-eval",
+        "--cells",
+        "7",
+        "--output",
+        s(&cells),
+    ]));
+    let h5 = aido::tokenize::h5::H5::open(&cells).unwrap();
+    assert_eq!(
+        h5.read_strings("var/_index").unwrap(),
+        genes
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect::<Vec<_>>(),
+        "the screen's gene order"
+    );
+    let obs = aido::tokenize::h5ad::read_obs(&cells).unwrap();
+    assert_eq!(obs.len(), 7 * (all.len() + 1));
+    let tg = obs.column("target_gene").unwrap();
+    let labels: std::collections::BTreeSet<String> =
+        (0..obs.len()).map(|i| tg.display(i)).collect();
+    assert!(labels.contains("non-targeting"));
+    let single = &singles[0];
+    assert!(
+        labels.contains(single.as_str()),
+        "a single is labelled by its gene"
+    );
+    let mut src = aido::tokenize::open_source(&cells, &Default::default()).unwrap();
+    let m = aido::tokenize::read_all(src.as_mut()).unwrap();
+    assert!(m.data.iter().all(|v| v.is_finite() && *v >= 0.0));
+    let report = dir.path().join("score.json");
+    ok(&run(&[
+        "perturb",
+        "score",
+        "--real",
+        s(&x),
+        "--predicted",
+        s(&cells),
+        "--perturbation-column",
+        "condition",
+        "--control-value",
+        "ctrl",
+        "--report",
+        s(&report),
+    ]));
+    let r = json(&report);
+    assert_eq!(r["n_perturbations"].as_u64().unwrap() as usize, all.len());
+    for k in [
+        "overlap_at_N",
+        "discrimination_score_l1",
+        "mae",
+        "centroid_accuracy",
+    ] {
+        let v = r["mean"][k].as_f64().unwrap();
+        assert!(v.is_finite() && v >= 0.0, "{k} = {v}");
+    }
+    for k in [
+        "overlap_at_N",
+        "discrimination_score_l1",
+        "mae",
+        "avg_score",
+    ] {
+        assert!(r["baseline_normalized"][k].as_f64().unwrap() >= 0.0, "{k}");
+    }
     let _ = panel;
 }
 
@@ -294,6 +387,28 @@ fn perturb_fit_with_the_encoder_as_backbone_and_bad_inputs() {
         "bf16",
     ]);
     fails_with(&o, &["--precision", "--no-backbone"]);
+    // A perturbation embedding without rows for the screen's genes, and a decay out of range.
+    let emb = dir.path().join("emb.tsv");
+    std::fs::write(&emb, "NOTAGENE\t1\t2\n").unwrap();
+    let n_dir = dir.path().join("n");
+    let bad = |extra: &[&str]| {
+        let mut a = vec![
+            "perturb",
+            "fit",
+            "--input",
+            s(&x),
+            "--out",
+            s(&n_dir),
+            "--no-backbone",
+        ];
+        a.extend_from_slice(extra);
+        run(&a)
+    };
+    fails_with(
+        &bad(&["--perturbation-embedding", s(&emb)]),
+        &["--perturbation-embedding", "emb.tsv", "no row for"],
+    );
+    fails_with(&bad(&["--lr-decay", "0"]), &["--lr-decay", "(0, 1]"]);
     assert!(!dir.path().join("n").exists());
 }
 

@@ -36,6 +36,7 @@ pub mod linalg;
 pub mod metrics;
 pub mod palettes;
 pub mod pca;
+pub mod perturb;
 pub mod pipeline;
 pub mod plot;
 pub mod preprocess;

@@ -15,7 +15,9 @@ use aido_tasks::perturb_fit::{
     self, BackboneFeatures, FitConfig, FitInputs, MODEL_FORMAT, PerturbData, PerturbDataOptions,
     PerturbModel, PerturbModelInfo,
 };
-use aido_tokenize::{CellSource, GeneIdMode, ObsTable, ReadOptions, open_source};
+pub use aido_tasks::perturb_linear::LinearConfig;
+use aido_tasks::perturb_linear::{LinearModel, matching_mean, read_perturbation_embedding};
+use aido_tokenize::{CellSource, GeneIdMode, ObsColumn, ObsTable, ReadOptions, open_source};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
@@ -54,8 +56,15 @@ pub struct PerturbFitOptions {
     pub coexpress_k: usize,
     /// Give every cell of a batch the co-expression propagation (GEARS's code: the first only).
     pub coexpress_all_cells: bool,
-    /// Epochs (default 20; the learning rate halves after each, as GEARS).
+    /// Epochs (default 20; the learning rate is multiplied by `lr_decay` after each).
     pub epochs: usize,
+    /// The learning rate's factor per epoch (default 0.5, GEARS's `StepLR`; 1: constant).
+    pub lr_decay: f64,
+    /// Another screen's fitted perturbation embedding (TSV `gene<TAB>v1…vK`): adds the
+    /// `linear_external` baseline (Ahlmann-Eltze et al.'s best variant).
+    pub perturbation_embedding: Option<PathBuf>,
+    /// The linear baselines' PCA dimension and ridge penalty (default K = 10, λ = 0.1).
+    pub linear: LinearConfig,
     /// Cells per update (default 32).
     pub batch_size: usize,
     /// Initial learning rate (default 1e-3).
@@ -88,6 +97,9 @@ impl Default for PerturbFitOptions {
             coexpress_k: 20,
             coexpress_all_cells: false,
             epochs: 20,
+            lr_decay: 0.5,
+            perturbation_embedding: None,
+            linear: LinearConfig::default(),
             batch_size: 32,
             lr: 1e-3,
             hidden: 64,
@@ -103,7 +115,8 @@ impl Default for PerturbFitOptions {
 /// `report.json` of a fit: per GEARS test group, each predictor's scores; the settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct PerturbFitReport {
-    /// Group → predictor (`model`, `no_change`, `mean_delta`, `additive`) → scores.
+    /// Group → predictor (`model`, `no_change`, `mean_delta`, `additive`, `matching_mean`,
+    /// `linear`, and `linear_encoder` / `linear_external` where they apply) → scores.
     pub groups: BTreeMap<String, BTreeMap<String, GroupScore>>,
     /// The settings of the run.
     pub settings: Value,
@@ -113,21 +126,33 @@ impl std::fmt::Display for PerturbFitReport {
     /// The table of the test groups: per predictor, the MSE on the top-20 DE genes (and the
     /// Pearson of the changes from control in parentheses).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names = ["model", "no_change", "mean_delta", "additive"];
+        let names: Vec<&str> = [
+            "model",
+            "no_change",
+            "mean_delta",
+            "additive",
+            "matching_mean",
+            "linear",
+            "linear_encoder",
+            "linear_external",
+        ]
+        .into_iter()
+        .filter(|n| self.groups.values().any(|per| per.contains_key(*n)))
+        .collect();
         writeln!(
             f,
             "test conditions — MSE on the top-20 DE genes (Pearson of deltas):"
         )?;
         write!(f, "  {:<14} {:>4}", "group", "n")?;
-        for n in names {
+        for n in &names {
             write!(f, " {n:>20}")?;
         }
         writeln!(f)?;
         for (grp, per) in &self.groups {
             let n = per.get("model").map_or(0, |s| s.n_conditions);
             write!(f, "  {grp:<14} {n:>4}")?;
-            for name in names {
-                match per.get(name) {
+            for name in &names {
+                match per.get(*name) {
                     Some(v) => write!(f, " {:>11.4} ({:>6.3})", v.mse_top20_de, v.pearson_delta)?,
                     None => write!(f, " {:>20}", "–")?,
                 }
@@ -285,6 +310,55 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
     let g = data.n_genes();
     let n_ctrl = data.cells_of(data.control).len();
     let split = make_split(options, &data, &obs, &input)?;
+    if !(options.lr_decay > 0.0 && options.lr_decay <= 1.0) {
+        return Err(PipelineError::option(
+            "lr_decay",
+            format!(
+                "must be in (0, 1] (GEARS: 0.5, the rate halved every epoch; 1: constant), got {}",
+                options.lr_decay
+            ),
+        ));
+    }
+    if options.linear.k == 0 || !(options.linear.ridge.is_finite() && options.linear.ridge > 0.0) {
+        return Err(PipelineError::option(
+            "linear",
+            format!(
+                "the linear baselines need K ≥ 1 and a ridge penalty > 0, got K = {}, λ = {}",
+                options.linear.k, options.linear.ridge
+            ),
+        ));
+    }
+    // Another screen's perturbation embedding: every perturbed gene of this screen needs a row.
+    let external_embedding = match &options.perturbation_embedding {
+        None => None,
+        Some(path) => {
+            let m = read_perturbation_embedding(path)
+                .map_err(|e| PipelineError::option("perturbation_embedding", e.to_string()))?;
+            let mut missing: Vec<&str> = data
+                .conditions
+                .iter()
+                .flat_map(|c| c.genes.iter())
+                .filter(|gname| !m.contains_key(*gname))
+                .map(String::as_str)
+                .collect();
+            missing.sort_unstable();
+            missing.dedup();
+            if !missing.is_empty() {
+                let shown: Vec<&str> = missing.iter().take(8).copied().collect();
+                return Err(PipelineError::option(
+                    "perturbation_embedding",
+                    format!(
+                        "{}: no row for {} of the screen's perturbed genes ({}{})",
+                        path.display(),
+                        missing.len(),
+                        shown.join(", "),
+                        if missing.len() > 8 { ", …" } else { "" }
+                    ),
+                ));
+            }
+            Some(m)
+        }
+    };
     let count = |p| split.conditions(p).len();
     on_event(Event::Info(format!(
         "{input}: {} cells × {g} genes, {} conditions ({} control cells); split {}: {} train, {} val, {} test conditions",
@@ -408,6 +482,7 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         epochs: options.epochs,
         batch_size: options.batch_size,
         lr: options.lr,
+        lr_decay: options.lr_decay,
         direction_lambda: options.direction_lambda,
         seed: options.seed,
         pool: options.pool,
@@ -475,6 +550,50 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
             .collect();
         predictors.push((b.as_str().to_string(), m));
     }
+    // The linear baselines (Ahlmann-Eltze et al. 2025) and Systema's matching mean.
+    let mut linear_variants: Vec<(&str, LinearModel)> = vec![(
+        "linear",
+        LinearModel::fit(&truths, &data.genes, None, None, options.linear)?,
+    )];
+    if let Some(f) = &backbone_features {
+        let d = f.dim;
+        let n_cells = f.cells.len().max(1);
+        let mut ge = vec![0.0f64; g * d];
+        for cell in f.values.chunks_exact(g * d) {
+            for (a, &v) in ge.iter_mut().zip(cell) {
+                *a += f64::from(v) / n_cells as f64;
+            }
+        }
+        linear_variants.push((
+            "linear_encoder",
+            LinearModel::fit(&truths, &data.genes, Some((&ge, d)), None, options.linear)?,
+        ));
+    }
+    if let Some(pe) = &external_embedding {
+        linear_variants.push((
+            "linear_external",
+            LinearModel::fit(&truths, &data.genes, None, Some(pe), options.linear)?,
+        ));
+    }
+    for (name, m) in &linear_variants {
+        let pred: BTreeMap<String, Vec<f64>> = truths
+            .iter()
+            .filter_map(|t| {
+                m.predict(&t.condition)
+                    .map(|p| (t.condition.name.clone(), p))
+            })
+            .collect();
+        predictors.push(((*name).to_string(), pred));
+    }
+    predictors.push((
+        "matching_mean".to_string(),
+        truths
+            .iter()
+            .filter_map(|t| {
+                matching_mean(&t.condition, &truths).map(|p| (t.condition.name.clone(), p))
+            })
+            .collect(),
+    ));
     let mut groups: BTreeMap<String, BTreeMap<String, GroupScore>> = BTreeMap::new();
     for (name, pred) in &predictors {
         for (grp, s) in score_groups(&truths, SplitPart::Test, &ctrl_mean, pred)? {
@@ -503,7 +622,11 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         "best_epoch": fitted.best_epoch,
         "epochs_log": fitted.epochs,
         "pool_cells": pool.len(),
-        "metric": "per test condition: MSE of the mean prediction on its top-20 DE genes (scanpy t-test vs control, |t| ranking) and Pearson of predicted vs true changes from the control mean there; means per group",
+        "metric": "per test condition: MSE of the mean prediction on its top-20 DE genes (scanpy t-test vs control, |t| ranking) and Pearson of predicted vs true changes from the control mean there (GEARS); L2 and Pearson of changes on the 1,000 genes most expressed in control (Ahlmann-Eltze et al. 2025); Pearson of changes from the mean of the training perturbation centroids on all genes and on the top-20 DE genes, and centroid accuracy among the test conditions (Systema); means per group",
+        "linear": {"k": options.linear.k, "ridge": options.linear.ridge, "variants": linear_variants.iter().map(|(n, m)| json!({"name": n, "gene_embedding_width": m.kg, "perturbation_embedding_width": m.kp})).collect::<Vec<_>>(),
+            "definition": "Ahlmann-Eltze et al. 2025: W = (G'G + lambda I)^-1 G' Y_c P' (PP' + lambda I)^-1, prediction G W p + b; G and P from a K-dim PCA of the training profiles (genes as observations), linear_encoder: G and P from the encoder's gene embeddings (mean over the control pool), linear_external: P from --perturbation-embedding"},
+        "matching_mean": "Systema: a double of two training singles -> the mean of their centroids; otherwise the mean of all perturbed training cells",
+        "perturbation_embedding": options.perturbation_embedding.as_ref().map(|p| p.display().to_string()),
         "seconds": t0.elapsed().as_secs_f64(),
     });
     let report = PerturbFitReport { groups, settings };
@@ -626,6 +749,16 @@ pub fn perturb_predict<B: Backend>(
         return Err(PipelineError::option("batch_size", "must be at least 1"));
     }
     let m: PerturbModel<B> = perturb_fit::load_model(model, device)?;
+    predict_with(&m, model, conditions, batch_size)
+}
+
+/// [`perturb_predict`] with the model loaded.
+fn predict_with<B: Backend>(
+    m: &PerturbModel<B>,
+    model: &Path,
+    conditions: &[String],
+    batch_size: usize,
+) -> Result<PerturbPredictions> {
     let info = &m.info;
     let index: BTreeMap<&str, usize> = info
         .genes
@@ -696,6 +829,155 @@ pub fn perturb_predict<B: Backend>(
             })
             .collect(),
     })
+}
+
+/// Predicted single cells in the layout cell-eval (`cell-eval prep` / `run`) and the Virtual
+/// Cell Challenge take: `cells` cells per condition, each a control cell of the model's pool
+/// shifted by the condition's predicted mean change (`predicted mean − pool mean`, per gene,
+/// clipped at 0 as log1p values cannot be negative), plus `cells` unshifted pool cells as the
+/// controls. Pool cells are taken in order and reused when `cells` exceeds the pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellEvalLayout {
+    /// Cells per condition (and controls).
+    pub cells: usize,
+    /// obs column of the perturbation (cell-eval: `target_gene`).
+    pub column: String,
+    /// Its value for the controls (cell-eval: `non-targeting`).
+    pub control_label: String,
+}
+
+impl Default for CellEvalLayout {
+    fn default() -> Self {
+        CellEvalLayout {
+            cells: 100,
+            column: "target_gene".into(),
+            control_label: "non-targeting".into(),
+        }
+    }
+}
+
+/// [`perturb_predict`] written as predicted single cells ([`CellEvalLayout`]) to `output`
+/// (`.h5ad`: float32 CSR `X` of log1p values in the screen's gene order, `obs[column]` = the
+/// target gene of a single, `A+B` for a double, the control label for the controls,
+/// `obs/condition` = the condition's name, `uns/aido_perturb` = the model and the rule).
+pub fn perturb_predict_cells_file<B: Backend>(
+    model: &Path,
+    conditions: &[String],
+    output: &Path,
+    batch_size: usize,
+    layout: &CellEvalLayout,
+    device: &B::Device,
+) -> Result<PerturbPredictions> {
+    use aido_tokenize::CsrChunk;
+    use aido_tokenize::h5ad_edit::UnsValue;
+    use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
+    if !output
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("h5ad"))
+    {
+        return Err(PipelineError::option(
+            "output",
+            format!(
+                "{}: the cell-eval layout is an .h5ad file",
+                output.display()
+            ),
+        ));
+    }
+    crate::output::check_writable(output, "output")?;
+    if layout.cells == 0 {
+        return Err(PipelineError::option("cells", "must be at least 1"));
+    }
+    let m: PerturbModel<B> = perturb_fit::load_model(model, device)?;
+    let p = predict_with(&m, model, conditions, batch_size)?;
+    let g = m.info.genes.len();
+    let pool = m.pool_x.len() / g.max(1);
+    if pool == 0 {
+        return Err(PipelineError::input(
+            model.display(),
+            "the model folder holds no control cells",
+        ));
+    }
+    let mut pool_mean = vec![0.0f64; g];
+    for row in m.pool_x.chunks_exact(g) {
+        for (a, &v) in pool_mean.iter_mut().zip(row) {
+            *a += f64::from(v) / pool as f64;
+        }
+    }
+    let mut x = CsrChunk {
+        first_cell: 0,
+        indptr: vec![0],
+        ..Default::default()
+    };
+    let (mut names, mut labels, mut conds) = (Vec::new(), Vec::new(), Vec::new());
+    let mut push = |shift: Option<&[f64]>, label: &str, cond: &str, x: &mut CsrChunk| {
+        for k in 0..layout.cells {
+            let row = &m.pool_x[(k % pool) * g..(k % pool + 1) * g];
+            for (j, &v) in row.iter().enumerate() {
+                let y = match shift {
+                    Some(d) => (f64::from(v) + d[j]).max(0.0) as f32,
+                    None => v,
+                };
+                if y != 0.0 {
+                    x.indices.push(j as u32);
+                    x.data.push(y);
+                }
+            }
+            x.indptr.push(x.data.len());
+            names.push(format!("{cond}_{k}"));
+            labels.push(label.to_string());
+            conds.push(cond.to_string());
+        }
+    };
+    for (name, c) in &p.conditions {
+        let cond = Condition::parse(name, &m.info.control_value)?;
+        if cond.is_control() {
+            continue;
+        }
+        let label = cond.genes.join("+");
+        if label == layout.control_label {
+            return Err(PipelineError::option(
+                "control_label",
+                format!("'{label}' is also a perturbation's label"),
+            ));
+        }
+        let shift: Vec<f64> = c
+            .predicted
+            .iter()
+            .zip(&pool_mean)
+            .map(|(a, b)| a - b)
+            .collect();
+        push(Some(&shift), &label, name, &mut x);
+    }
+    push(None, &layout.control_label, &m.info.control_value, &mut x);
+    let cat = |v: &[String]| {
+        let l = aido_eval::Labels::from_strings(v);
+        ObsColumn::Categorical {
+            codes: l.codes.iter().map(|&c| c as i32).collect(),
+            categories: l.names,
+            ordered: false,
+        }
+    };
+    let mut obs = ObsTable::from_names(names);
+    obs.columns.push((layout.column.clone(), cat(&labels)));
+    if layout.column != "condition" {
+        obs.columns.push(("condition".into(), cat(&conds)));
+    }
+    let mut w = H5adWriter::new(obs, m.info.genes.clone());
+    w.x = Some(XMatrix::Csr { csr: x, n_cols: g });
+    w.uns.push((
+        "aido_perturb".into(),
+        UnsValue::Dict(vec![
+            ("model".into(), UnsValue::Str(model.display().to_string())),
+            ("cells_per_condition".into(), UnsValue::I64(layout.cells as i64)),
+            (
+                "rule".into(),
+                UnsValue::Str("each predicted cell = a control cell of the model's pool + (predicted mean - pool mean), clipped at 0; controls = the pool cells unchanged".into()),
+            ),
+        ]),
+    ));
+    w.write(output)?;
+    Ok(p)
 }
 
 /// [`perturb_predict`], written as JSON (the form of `predictions.json`) to `output`.

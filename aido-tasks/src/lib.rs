@@ -34,6 +34,7 @@ pub mod head;
 pub mod insilico;
 pub mod perturb;
 pub mod perturb_fit;
+pub mod perturb_linear;
 pub mod perturb_sim;
 pub mod split;
 pub mod weights;

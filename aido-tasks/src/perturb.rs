@@ -735,6 +735,8 @@ pub struct ConditionTruth {
     pub mean: Vec<f64>,
     /// Its top DE genes (indices), by |t| against the control.
     pub top_de: Vec<usize>,
+    /// Its cells.
+    pub n_cells: usize,
 }
 
 /// The baselines every perturbation report shows beside the model, from the control mean and the
@@ -811,46 +813,125 @@ pub fn baseline_prediction(
 /// The metrics of one predictor over one group: means over its conditions.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct GroupScore {
-    /// Mean over conditions of the MSE on each condition's top DE genes.
+    /// Mean over conditions of the MSE on each condition's top DE genes (GEARS).
     pub mse_top20_de: f64,
-    /// Mean over conditions of the Pearson correlation of predicted and true changes there.
+    /// Mean over conditions of the Pearson correlation of predicted and true changes from the
+    /// control mean there (GEARS).
     pub pearson_delta: f64,
+    /// Mean L2 distance ‖ŷ − y‖₂ on the 1,000 genes most expressed in control (Ahlmann-Eltze
+    /// et al. 2025; all genes when there are fewer).
+    pub l2_top1000: f64,
+    /// Mean Pearson of the changes from the control mean on those genes (Ahlmann-Eltze).
+    pub pearson_delta_top1000: f64,
+    /// Mean Pearson of the changes from the mean of the training perturbation centroids, all
+    /// genes (Systema).
+    pub pearson_delta_centroid: f64,
+    /// The same on each condition's top-20 DE genes (Systema).
+    pub pearson_delta_centroid_top20_de: f64,
+    /// Share of conditions whose prediction is strictly closest (Euclidean) to its own true
+    /// profile among the test conditions' (Systema's centroid accuracy).
+    pub centroid_accuracy: f64,
     /// Conditions scored.
     pub n_conditions: usize,
 }
 
-/// Scores predictions (`name → [genes]` means) of the conditions of `part` per group: MSE on the
-/// top DE genes and the Pearson of deltas from the control mean, averaged over the group's
-/// conditions. Conditions without a prediction are skipped (an additive baseline, say).
+/// The genes most expressed in the control (`n` of them; all when fewer), by mean descending,
+/// ties in gene order.
+pub fn top_expressed(control: &[f64], n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..control.len()).collect();
+    order.sort_by(|&a, &b| control[b].total_cmp(&control[a]).then(a.cmp(&b)));
+    order.truncate(n);
+    order
+}
+
+/// Pearson correlation, 0 where undefined (a constant side), as GEARS reports it.
+fn pearson0(a: &[f64], b: &[f64]) -> f64 {
+    let r = aido_eval::perturb::pearson(a, b);
+    if r.is_finite() { r } else { 0.0 }
+}
+
+/// Scores predictions (`name → [genes]` means) of the conditions of `part` per group, averaged
+/// over the group's conditions: GEARS's MSE on the top DE genes and Pearson of changes from the
+/// control mean, Ahlmann-Eltze's L2 and Pearson Δ on the 1,000 most expressed control genes,
+/// Systema's Pearson Δ against the mean of the training perturbation centroids (all genes and
+/// top-20 DE genes) and centroid accuracy among the `part`'s conditions. Conditions without a
+/// prediction are skipped (an additive baseline, say).
 pub fn score_groups(
     truths: &[ConditionTruth],
     part: SplitPart,
     control: &[f64],
     predicted: &BTreeMap<String, Vec<f64>>,
 ) -> Result<BTreeMap<PertGroup, GroupScore>> {
-    let mut acc: BTreeMap<PertGroup, (f64, f64, usize)> = BTreeMap::new();
-    for t in truths
+    let g = control.len();
+    let top1000 = top_expressed(control, 1000);
+    let train: Vec<&ConditionTruth> = truths
+        .iter()
+        .filter(|t| t.part == Some(SplitPart::Train) && !t.condition.is_control())
+        .collect();
+    let reference: Vec<f64> = if train.is_empty() {
+        control.to_vec()
+    } else {
+        (0..g)
+            .map(|j| train.iter().map(|t| t.mean[j]).sum::<f64>() / train.len() as f64)
+            .collect()
+    };
+    let tested: Vec<&ConditionTruth> = truths
         .iter()
         .filter(|t| t.part == Some(part) && !t.condition.is_control())
-    {
+        .collect();
+    let dist = |a: &[f64], b: &[f64]| -> f64 {
+        a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>()
+    };
+    let on = |v: &[f64], genes: &[usize], base: &[f64]| -> Vec<f64> {
+        genes.iter().map(|&j| v[j] - base[j]).collect()
+    };
+    let all: Vec<usize> = (0..g).collect();
+    let mut acc: BTreeMap<PertGroup, ([f64; 7], usize)> = BTreeMap::new();
+    for (i, t) in tested.iter().enumerate() {
         let Some(p) = predicted.get(&t.condition.name) else {
             continue;
         };
         let mse = aido_eval::de::mse_on(p, &t.mean, &t.top_de)?;
         let r = aido_eval::de::pearson_delta_on(p, &t.mean, control, &t.top_de)?;
-        let e = acc.entry(t.group).or_insert((0.0, 0.0, 0));
-        e.0 += mse;
-        e.1 += r;
-        e.2 += 1;
+        let l2 = top1000
+            .iter()
+            .map(|&j| (p[j] - t.mean[j]) * (p[j] - t.mean[j]))
+            .sum::<f64>()
+            .sqrt();
+        let r1000 = pearson0(&on(p, &top1000, control), &on(&t.mean, &top1000, control));
+        let rc = pearson0(&on(p, &all, &reference), &on(&t.mean, &all, &reference));
+        let rc20 = pearson0(
+            &on(p, &t.top_de, &reference),
+            &on(&t.mean, &t.top_de, &reference),
+        );
+        let own = dist(p, &t.mean);
+        let closest = tested
+            .iter()
+            .enumerate()
+            .all(|(q, o)| q == i || own < dist(p, &o.mean));
+        let e = acc.entry(t.group).or_insert(([0.0; 7], 0));
+        for (a, v) in
+            e.0.iter_mut()
+                .zip([mse, r, l2, r1000, rc, rc20, if closest { 1.0 } else { 0.0 }])
+        {
+            *a += v;
+        }
+        e.1 += 1;
     }
     Ok(acc
         .into_iter()
-        .map(|(g, (m, r, n))| {
+        .map(|(grp, (s, n))| {
+            let m = |k: usize| s[k] / n as f64;
             (
-                g,
+                grp,
                 GroupScore {
-                    mse_top20_de: m / n as f64,
-                    pearson_delta: r / n as f64,
+                    mse_top20_de: m(0),
+                    pearson_delta: m(1),
+                    l2_top1000: m(2),
+                    pearson_delta_top1000: m(3),
+                    pearson_delta_centroid: m(4),
+                    pearson_delta_centroid_top20_de: m(5),
+                    centroid_accuracy: m(6),
                     n_conditions: n,
                 },
             )

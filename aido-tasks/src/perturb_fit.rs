@@ -6,7 +6,8 @@
 //!   log-normalized `ln(1 + c / total · 10⁴)`;
 //! - [`fit`]: GEARS's training — each perturbed training cell paired once with a random control
 //!   cell (seeded), a control cell with itself; Adam (torch's ε 1e-8, L2 weight decay 5e-4),
-//!   gradients clipped at ±1 by value, the learning rate halved every epoch (GEARS's `StepLR`),
+//!   gradients clipped at ±1 by value, the learning rate halved every epoch (GEARS's `StepLR`;
+//!   `FitConfig::lr_decay`),
 //!   the epoch with the lowest validation MSE kept; the loss is GEARS's `loss_fct`
 //!   ([`gears_loss`]);
 //! - [`predict_means`]: a condition's prediction is the mean over a pool of control cells
@@ -265,8 +266,10 @@ impl PerturbData {
             .enumerate()
             .filter(|(_, c)| !c.is_control())
             .map(|(k, c)| {
-                let x = self.dense_f64(&self.cells_of(k));
+                let cells = self.cells_of(k);
+                let x = self.dense_f64(&cells);
                 Ok(ConditionTruth {
+                    n_cells: cells.len(),
                     condition: c.clone(),
                     part: split.part.get(&c.name).copied().flatten(),
                     group: split
@@ -303,8 +306,12 @@ pub struct FitConfig {
     pub epochs: usize,
     /// Cells per update (GEARS: 32).
     pub batch_size: usize,
-    /// Initial learning rate (GEARS: 1e-3), halved after every epoch.
+    /// Initial learning rate (GEARS: 1e-3), multiplied by `lr_decay` after every epoch.
     pub lr: f64,
+    /// The learning rate's factor per epoch (GEARS's `StepLR(step_size=1, gamma=0.5)`: 0.5; 1
+    /// keeps it constant).
+    #[serde(default = "half")]
+    pub lr_decay: f64,
     /// Adam's L2 weight decay (GEARS: 5e-4).
     pub weight_decay: f64,
     /// Weight of the direction term of the loss (GEARS's `model_initialize`: 0.1).
@@ -321,12 +328,17 @@ impl Default for FitConfig {
             epochs: 20,
             batch_size: 32,
             lr: 1e-3,
+            lr_decay: 0.5,
             weight_decay: 5e-4,
             direction_lambda: 0.1,
             seed: 1,
             pool: 300,
         }
     }
+}
+
+fn half() -> f64 {
+    0.5
 }
 
 /// The encoder's gene embeddings of a pool of control cells (the frozen backbone).
@@ -488,6 +500,12 @@ pub fn fit<B: AutodiffBackend>(
             cfg.lr
         )));
     }
+    if !(cfg.lr_decay > 0.0 && cfg.lr_decay <= 1.0) {
+        return Err(TaskError::Config(format!(
+            "learning-rate decay {} must be in (0, 1] (GEARS: 0.5 per epoch; 1: constant)",
+            cfg.lr_decay
+        )));
+    }
     let g = data.n_genes();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     B::seed(device, cfg.seed);
@@ -585,7 +603,7 @@ pub fn fit<B: AutodiffBackend>(
     let mut log = Vec::new();
     for epoch in 1..=cfg.epochs {
         let t0 = std::time::Instant::now();
-        let lr = cfg.lr * 0.5f64.powi(epoch as i32 - 1);
+        let lr = cfg.lr * cfg.lr_decay.powi(epoch as i32 - 1);
         train.shuffle(&mut rng);
         let (mut sum, mut n) = (0.0f64, 0usize);
         for chunk in train.chunks(cfg.batch_size) {

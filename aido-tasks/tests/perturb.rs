@@ -310,6 +310,7 @@ fn baselines_follow_their_definitions_and_groups_average_conditions() {
         group,
         mean,
         top_de: vec![0, 1, 2],
+        n_cells: 10,
     };
     let truths = vec![
         truth(

@@ -23,6 +23,35 @@ pub(crate) enum PerturbCommand {
     /// Predict the mean expression of conditions (also never-seen combinations) with a model
     /// from `perturb fit`.
     Predict(PredictArgs),
+    /// Score any tool's predicted single cells against the real ones as the Virtual Cell
+    /// Challenge (cell-eval 0.8) and Systema do: overlap_at_N, discrimination_score_l1, mae,
+    /// pearson_delta, pearson_delta_centroid, centroid_accuracy, and the scores normalised
+    /// against cell-eval's cell-mean baseline.
+    Score(ScoreArgs),
+}
+
+/// Flags of `aido perturb score`.
+#[derive(Args, Clone)]
+pub(crate) struct ScoreArgs {
+    /// The real single cells (.h5ad): log1p-normalised values, or counts (normalised as
+    /// cell-eval does: each cell to the median total, then log1p); controls included.
+    #[arg(long)]
+    pub real: PathBuf,
+    /// The predicted single cells (.h5ad), the same genes in any order, controls included.
+    #[arg(long)]
+    pub predicted: PathBuf,
+    /// Output JSON: per_perturbation, mean, baseline_normalized.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// obs column naming each cell's perturbation.
+    #[arg(long, default_value = "target_gene")]
+    pub perturbation_column: String,
+    /// Its value for control cells.
+    #[arg(long, default_value = "non-targeting")]
+    pub control_value: String,
+    /// Read layers/NAME instead of X (both files).
+    #[arg(long, value_name = "NAME")]
+    pub layer: Option<String>,
 }
 
 /// Flags of `aido perturb fit`.
@@ -80,9 +109,23 @@ pub(crate) struct FitArgs {
     /// first cell of each batch only; that is the default here too).
     #[arg(long)]
     pub coexpress_all_cells: bool,
-    /// Epochs (the learning rate halves after each, as GEARS).
+    /// Epochs (the learning rate is multiplied by --lr-decay after each).
     #[arg(long, default_value_t = 20)]
     pub epochs: usize,
+    /// The learning rate's factor per epoch: GEARS's StepLR(step_size=1, gamma=0.5) halves it
+    /// every epoch, so after 8 epochs it is below 4e-6 of a 1e-3 start; 1 keeps it constant.
+    #[arg(long, default_value_t = 0.5)]
+    pub lr_decay: f64,
+    /// Another screen's fitted perturbation embedding (TSV: gene, then K values per row):
+    /// adds the linear_external baseline (Ahlmann-Eltze et al. 2025's best variant).
+    #[arg(long, value_name = "FILE.tsv")]
+    pub perturbation_embedding: Option<PathBuf>,
+    /// PCA dimension K of the linear baselines.
+    #[arg(long, default_value_t = 10)]
+    pub linear_k: usize,
+    /// Ridge penalty λ of the linear baselines.
+    #[arg(long, default_value_t = 0.1)]
+    pub linear_ridge: f64,
     /// Cells per update.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
@@ -111,6 +154,15 @@ pub(crate) struct FitArgs {
     pub precision: Option<aido_model::Precision>,
 }
 
+/// What `aido perturb predict` writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PredictFormat {
+    /// predictions.json's form.
+    Json,
+    /// Predicted single cells for cell-eval.
+    CellEval,
+}
+
 /// Flags of `aido perturb predict`.
 #[derive(Args, Clone)]
 pub(crate) struct PredictArgs {
@@ -120,9 +172,20 @@ pub(crate) struct PredictArgs {
     /// Comma-separated conditions (`A+B`, `C+ctrl`).
     #[arg(long, value_delimiter = ',')]
     pub conditions: Vec<String>,
-    /// Output JSON (the form of predictions.json).
+    /// Output: JSON (the form of predictions.json), or with --format cell-eval an .h5ad of
+    /// predicted single cells.
     #[arg(long)]
     pub output: PathBuf,
+    /// json: per-condition mean profiles. cell-eval: predicted single cells in the layout
+    /// `cell-eval prep` / `run` take (obs/target_gene = the target gene, `A+B` for a double,
+    /// non-targeting controls; float32 CSR log1p values in the screen's gene order): each
+    /// cell a control cell of the model's pool shifted by the predicted mean change, clipped
+    /// at 0.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: PredictFormat,
+    /// With --format cell-eval: cells per condition (and control cells).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub cells: usize,
     /// Pool cells per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
@@ -135,7 +198,27 @@ pub(crate) fn cmd_perturb(c: &PerturbCommand, verbose: bool) -> Result<()> {
     match c {
         PerturbCommand::Fit(a) => cmd_fit(a, verbose),
         PerturbCommand::Predict(a) => cmd_predict(a, verbose),
+        PerturbCommand::Score(a) => cmd_score(a, verbose),
     }
+}
+
+fn linear_config(k: usize, ridge: f64) -> aido_pipeline::perturb::LinearConfig {
+    aido_pipeline::perturb::LinearConfig { k, ridge }
+}
+
+/// Runs `aido perturb score`.
+fn cmd_score(a: &ScoreArgs, verbose: bool) -> Result<()> {
+    let options = aido_pipeline::perturb_score::ScoreOptions {
+        perturbation_column: a.perturbation_column.clone(),
+        control_value: a.control_value.clone(),
+        layer: a.layer.clone(),
+    };
+    let r = aido_pipeline::perturb_score::score_files(&a.real, &a.predicted, &a.report, &options)
+        .map_err(pipeline_error)?;
+    if verbose && !super::quiet() {
+        outln!("wrote {}: {r}", a.report.display());
+    }
+    Ok(())
 }
 
 struct Fit<'a> {
@@ -188,6 +271,9 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
         coexpress_k: a.coexpress_k,
         coexpress_all_cells: a.coexpress_all_cells,
         epochs: a.epochs,
+        lr_decay: a.lr_decay,
+        perturbation_embedding: a.perturbation_embedding.clone(),
+        linear: linear_config(a.linear_k, a.linear_ridge),
         batch_size: a.batch_size,
         lr: a.lr,
         hidden: a.hidden,
@@ -228,7 +314,22 @@ impl OnDevice for Predict<'_> {
     type Output = aido_pipeline::perturb::PerturbPredictions;
     fn run<B: Backend>(self, device: B::Device) -> aido_pipeline::Result<Self::Output> {
         let a = self.0;
-        perturb_predict_file::<B>(&a.model, &a.conditions, &a.output, a.batch_size, &device)
+        match a.format {
+            PredictFormat::Json => {
+                perturb_predict_file::<B>(&a.model, &a.conditions, &a.output, a.batch_size, &device)
+            }
+            PredictFormat::CellEval => aido_pipeline::perturb::perturb_predict_cells_file::<B>(
+                &a.model,
+                &a.conditions,
+                &a.output,
+                a.batch_size,
+                &aido_pipeline::perturb::CellEvalLayout {
+                    cells: a.cells,
+                    ..Default::default()
+                },
+                &device,
+            ),
+        }
     }
 }
 
