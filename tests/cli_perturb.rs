@@ -157,6 +157,13 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
                 assert!(v[k].as_f64().unwrap().abs() <= 1.0 + 1e-9, "{g}/{name}/{k}");
             }
             assert!((0.0..=1.0).contains(&v["centroid_accuracy"].as_f64().unwrap()));
+            for k in ["overlap_at_N", "discrimination_score_l1"] {
+                assert!(
+                    (0.0..=1.0).contains(&v[k].as_f64().unwrap()),
+                    "{g}/{name}/{k}"
+                );
+            }
+            assert!(v["mae"].as_f64().unwrap() >= 0.0, "{g}/{name}/mae");
             assert!(v["n_conditions"].as_u64().unwrap() >= 1);
         }
         assert!(per.get("linear_external").is_none());

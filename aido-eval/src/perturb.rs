@@ -440,6 +440,25 @@ pub fn score_predictions(
     predicted: &GroupedCells,
     gene_names: &[String],
 ) -> Result<PredictionScores> {
+    let de_real = differential_expression(real)?;
+    let de_pred = differential_expression(predicted)?;
+    score_predictions_with(real, &de_real, predicted, &de_pred, gene_names)
+}
+
+/// [`score_predictions`] with both files' differential expression computed
+/// ([`differential_expression`]; the real one can serve several predictions).
+pub fn score_predictions_with(
+    real: &GroupedCells,
+    de_real: &[Option<DeTable>],
+    predicted: &GroupedCells,
+    de_pred: &[Option<DeTable>],
+    gene_names: &[String],
+) -> Result<PredictionScores> {
+    if de_real.len() != real.names.len() || de_pred.len() != predicted.names.len() {
+        return Err(EvalError::InvalidArgument(
+            "differential expression tables do not match the groups".into(),
+        ));
+    }
     real.check("real cells")?;
     predicted.check("predicted cells")?;
     if real.n_genes != predicted.n_genes || gene_names.len() != real.n_genes {
@@ -499,16 +518,14 @@ pub fn score_predictions(
         .iter()
         .map(|&k| wide(&delta(&mp, k, predicted.control)))
         .collect();
-    let de_real = differential_expression(real)?;
-    let de_pred = differential_expression(predicted)?;
     let ranked = |de: &[Option<DeTable>], k: usize| -> Vec<usize> {
         de[k]
             .as_ref()
             .map(DeTable::ranked_significant)
             .unwrap_or_default()
     };
-    let lists_real: Vec<Vec<usize>> = rk.iter().map(|&k| ranked(&de_real, k)).collect();
-    let lists_pred: Vec<Vec<usize>> = pk.iter().map(|&k| ranked(&de_pred, k)).collect();
+    let lists_real: Vec<Vec<usize>> = rk.iter().map(|&k| ranked(de_real, k)).collect();
+    let lists_pred: Vec<Vec<usize>> = pk.iter().map(|&k| ranked(de_pred, k)).collect();
     let any_sig = |l: &[Vec<usize>]| l.iter().any(|v| !v.is_empty());
     let overlap_defined = any_sig(&lists_real) && any_sig(&lists_pred);
     // Systema's reference: the mean of the real perturbation centroids (control excluded)

@@ -831,6 +831,13 @@ pub struct GroupScore {
     /// Share of conditions whose prediction is strictly closest (Euclidean) to its own true
     /// profile among the test conditions' (Systema's centroid accuracy).
     pub centroid_accuracy: f64,
+    /// cell-eval's `overlap_at_N` on predicted vs real cells (NaN when cells were not scored).
+    #[serde(rename = "overlap_at_N")]
+    pub overlap_at_n: f64,
+    /// cell-eval's `discrimination_score_l1` among the scored conditions.
+    pub discrimination_score_l1: f64,
+    /// cell-eval's pseudobulk `mae`.
+    pub mae: f64,
     /// Conditions scored.
     pub n_conditions: usize,
 }
@@ -862,6 +869,18 @@ pub fn score_groups(
     control: &[f64],
     predicted: &BTreeMap<String, Vec<f64>>,
 ) -> Result<BTreeMap<PertGroup, GroupScore>> {
+    score_groups_with_cells(truths, part, control, predicted, None)
+}
+
+/// [`score_groups`] plus the cell-eval trio per group from per-condition cell-level scores
+/// (`condition → scores`, e.g. from `perturb_fit::cell_level_scores`); NaN without them.
+pub fn score_groups_with_cells(
+    truths: &[ConditionTruth],
+    part: SplitPart,
+    control: &[f64],
+    predicted: &BTreeMap<String, Vec<f64>>,
+    cells: Option<&BTreeMap<String, aido_eval::perturb::PerturbationScores>>,
+) -> Result<BTreeMap<PertGroup, GroupScore>> {
     let g = control.len();
     let top1000 = top_expressed(control, 1000);
     let train: Vec<&ConditionTruth> = truths
@@ -886,7 +905,7 @@ pub fn score_groups(
         genes.iter().map(|&j| v[j] - base[j]).collect()
     };
     let all: Vec<usize> = (0..g).collect();
-    let mut acc: BTreeMap<PertGroup, ([f64; 7], usize)> = BTreeMap::new();
+    let mut acc: BTreeMap<PertGroup, ([f64; 10], usize)> = BTreeMap::new();
     for (i, t) in tested.iter().enumerate() {
         let Some(p) = predicted.get(&t.condition.name) else {
             continue;
@@ -909,11 +928,15 @@ pub fn score_groups(
             .iter()
             .enumerate()
             .all(|(q, o)| q == i || own < dist(p, &o.mean));
-        let e = acc.entry(t.group).or_insert(([0.0; 7], 0));
-        for (a, v) in
-            e.0.iter_mut()
-                .zip([mse, r, l2, r1000, rc, rc20, if closest { 1.0 } else { 0.0 }])
-        {
+        let ce = cells.and_then(|c| c.get(&t.condition.name));
+        let trio = ce.map_or([f64::NAN; 3], |c| {
+            [c.overlap_at_n, c.discrimination_score_l1, c.mae]
+        });
+        let e = acc.entry(t.group).or_insert(([0.0; 10], 0));
+        let closest = if closest { 1.0 } else { 0.0 };
+        for (a, v) in e.0.iter_mut().zip([
+            mse, r, l2, r1000, rc, rc20, closest, trio[0], trio[1], trio[2],
+        ]) {
             *a += v;
         }
         e.1 += 1;
@@ -932,6 +955,9 @@ pub fn score_groups(
                     pearson_delta_centroid: m(4),
                     pearson_delta_centroid_top20_de: m(5),
                     centroid_accuracy: m(6),
+                    overlap_at_n: m(7),
+                    discrimination_score_l1: m(8),
+                    mae: m(9),
                     n_conditions: n,
                 },
             )

@@ -286,6 +286,119 @@ impl PerturbData {
     }
 }
 
+/// cell-eval's metrics (`overlap_at_N`, `discrimination_score_l1`, `mae`; `aido_eval::perturb`)
+/// of mean predictions turned into cells, per condition of `part`: the real cells are the
+/// control cells and those conditions' cells (log-normalised); each predicted condition is the
+/// control `pool` shifted by `predicted − pool mean` (clipped at 0), the pool itself the
+/// predicted controls — the rule of `aido perturb predict --format cell-eval`. Conditions
+/// without a prediction are left out (on both sides). A condition is labelled by its genes
+/// (`A`, `A+B`), so a single's own gene is left out of its discrimination score.
+pub fn cell_level_scores(
+    data: &PerturbData,
+    truths: &[ConditionTruth],
+    part: crate::perturb::SplitPart,
+    pool: &[usize],
+    predicted: &BTreeMap<String, Vec<f64>>,
+) -> Result<BTreeMap<String, aido_eval::perturb::PerturbationScores>> {
+    use aido_eval::perturb::{GroupedCells, score_predictions};
+    let g = data.n_genes();
+    let tested: Vec<&ConditionTruth> = truths
+        .iter()
+        .filter(|t| t.part == Some(part) && !t.condition.is_control())
+        .filter(|t| predicted.contains_key(&t.condition.name))
+        .collect();
+    if tested.is_empty() || pool.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut names = vec![data.conditions[data.control].name.clone()];
+    names.extend(tested.iter().map(|t| t.condition.genes.join("+")));
+    let index: BTreeMap<&str, usize> = tested
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.condition.name.as_str(), i + 1))
+        .collect();
+    let new_csr = || CsrChunk {
+        first_cell: 0,
+        indptr: vec![0],
+        ..Default::default()
+    };
+    let push_row = |x: &mut CsrChunk, idx: &[u32], val: &[f32]| {
+        x.indices.extend_from_slice(idx);
+        x.data.extend_from_slice(val);
+        x.indptr.push(x.data.len());
+    };
+    // real: control cells and the tested conditions' cells
+    let (mut rx, mut rg) = (new_csr(), Vec::new());
+    for (c, &k) in data.cell_condition.iter().enumerate() {
+        let group = if k == data.control {
+            Some(0)
+        } else {
+            index.get(data.conditions[k].name.as_str()).copied()
+        };
+        if let Some(gi) = group {
+            let (idx, val) = data.lognorm.row(c);
+            push_row(&mut rx, idx, val);
+            rg.push(gi);
+        }
+    }
+    // predicted: the pool, then the pool shifted per condition
+    let mut pool_x = vec![0.0f32; pool.len() * g];
+    for (r, &c) in pool.iter().enumerate() {
+        data.lognorm_row(c, &mut pool_x[r * g..(r + 1) * g]);
+    }
+    let mut pool_mean = vec![0.0f64; g];
+    for row in pool_x.chunks_exact(g) {
+        for (a, &v) in pool_mean.iter_mut().zip(row) {
+            *a += f64::from(v) / pool.len() as f64;
+        }
+    }
+    let (mut px, mut pg) = (new_csr(), Vec::new());
+    let mut row_idx = Vec::with_capacity(g);
+    let mut row_val = Vec::with_capacity(g);
+    for gi in 0..names.len() {
+        let shift: Option<Vec<f64>> = (gi > 0).then(|| {
+            predicted[&tested[gi - 1].condition.name]
+                .iter()
+                .zip(&pool_mean)
+                .map(|(p, m)| p - m)
+                .collect()
+        });
+        for row in pool_x.chunks_exact(g) {
+            row_idx.clear();
+            row_val.clear();
+            for (j, &v) in row.iter().enumerate() {
+                let y = match &shift {
+                    Some(d) => (f64::from(v) + d[j]).max(0.0) as f32,
+                    None => v,
+                };
+                if y != 0.0 {
+                    row_idx.push(j as u32);
+                    row_val.push(y);
+                }
+            }
+            push_row(&mut px, &row_idx, &row_val);
+            pg.push(gi);
+        }
+    }
+    let cells = |x: CsrChunk, group: Vec<usize>| GroupedCells {
+        x,
+        n_genes: g,
+        group,
+        names: names.clone(),
+        control: 0,
+    };
+    let s = score_predictions(&cells(rx, rg), &cells(px, pg), &data.genes)
+        .map_err(|e| TaskError::Config(format!("cell-level scores: {e}")))?;
+    Ok(tested
+        .iter()
+        .filter_map(|t| {
+            s.per_perturbation
+                .get(&t.condition.genes.join("+"))
+                .map(|v| (t.condition.name.clone(), v.clone()))
+        })
+        .collect())
+}
+
 /// Column means of a row-major `[n, genes]` matrix.
 pub fn column_means(x: &[f64], genes: usize) -> Vec<f64> {
     let n = x.len() / genes.max(1);
