@@ -240,3 +240,79 @@ fn gene_order_does_not_matter_and_mismatches_are_named() {
     );
     assert!(!out.exists());
 }
+
+/// A small file: cells labelled `labels` over `genes`, dense values `rows`.
+fn small(path: &std::path::Path, genes: &[&str], labels: &[&str], rows: &[Vec<f32>]) {
+    use aido_tokenize::h5ad_out::{H5adWriter, XMatrix};
+    use aido_tokenize::{ObsColumn, ObsTable};
+    let l = aido_eval::Labels::from_strings(labels);
+    let mut obs = ObsTable::from_names((0..labels.len()).map(|i| format!("c{i}")).collect());
+    obs.columns.push((
+        "target_gene".into(),
+        ObsColumn::Categorical {
+            codes: l.codes.iter().map(|&c| c as i32).collect(),
+            categories: l.names,
+            ordered: false,
+        },
+    ));
+    let mut w = H5adWriter::new(obs, genes.iter().map(|g| g.to_string()).collect());
+    let x = ndarray::Array2::from_shape_vec(
+        (rows.len(), genes.len()),
+        rows.iter().flatten().copied().collect(),
+    )
+    .unwrap();
+    w.x = Some(XMatrix::Dense(x));
+    w.write(path).unwrap();
+}
+
+#[test]
+fn mismatched_files_are_refused_naming_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (real, pred, out) = (
+        dir.path().join("r.h5ad"),
+        dir.path().join("p.h5ad"),
+        dir.path().join("o.json"),
+    );
+    let labels = ["non-targeting", "non-targeting", "A", "A", "B", "B"];
+    let rows: Vec<Vec<f32>> = (0..6)
+        .map(|i| vec![0.5 + i as f32 * 0.1, 1.0, 0.3 * (i % 2) as f32])
+        .collect();
+    small(&real, &["A", "B", "C"], &labels, &rows);
+    let o = ScoreOptions::default();
+    // other genes
+    small(&pred, &["A", "B", "D"], &labels, &rows);
+    let e = score_files(&real, &pred, &out, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("p.h5ad")
+            && e.contains("1 missing (C)")
+            && e.contains("1 not in the real file (D)"),
+        "{e}"
+    );
+    // a perturbation the prediction lacks, another it adds
+    small(
+        &pred,
+        &["A", "B", "C"],
+        &["non-targeting", "non-targeting", "A", "A", "Z", "Z"],
+        &rows,
+    );
+    let e = score_files(&real, &pred, &out, &o).unwrap_err().to_string();
+    assert!(
+        e.contains("1 without predicted cells (B)") && e.contains("1 without real cells (Z)"),
+        "{e}"
+    );
+    // values that are neither counts nor log1p
+    let big: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| r.iter().map(|v| v + 20.25).collect())
+        .collect();
+    small(&pred, &["A", "B", "C"], &labels, &big);
+    let e = score_files(&real, &pred, &out, &o).unwrap_err().to_string();
+    assert!(e.contains("neither counts nor log1p"), "{e}");
+    assert!(!out.exists());
+    // the same file twice: a perfect prediction
+    let r = score_files(&real, &real, &out, &o).unwrap();
+    for p in ["A", "B"] {
+        assert_eq!(r.per_perturbation[p]["mae"], 0.0);
+        assert_eq!(r.per_perturbation[p]["discrimination_score_l1"], 1.0);
+    }
+}
