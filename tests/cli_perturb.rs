@@ -309,6 +309,134 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
 }
 
 #[test]
+fn perturb_benchmark_summarises_repeated_splits_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, _, _) = screen(dir.path());
+    let out = dir.path().join("bench");
+    let args = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "perturb".to_string(),
+            "benchmark".into(),
+            "--input".into(),
+            s(&x).into(),
+            "--out".into(),
+            s(out).into(),
+            "--no-backbone".into(),
+            "--epochs".into(),
+            "1".into(),
+            "--hidden".into(),
+            "8".into(),
+            "--pool".into(),
+            "20".into(),
+            "--splits".into(),
+            "2".into(),
+        ];
+        a.extend(extra.iter().map(|e| e.to_string()));
+        a
+    };
+    let run_v = |v: Vec<String>| {
+        let r: Vec<&str> = v.iter().map(String::as_str).collect();
+        run(&r)
+    };
+    ok(&run_v(args(&out, &[])));
+    let b = json(&out.join("benchmark.json"));
+    let methods = b["methods"].as_object().unwrap();
+    for m in [
+        "model",
+        "linear",
+        "mean_delta",
+        "matching_mean",
+        "no_change",
+    ] {
+        assert!(methods.contains_key(m), "{m}");
+    }
+    for (m, groups) in methods {
+        let groups = groups.as_object().unwrap();
+        assert!(!groups.is_empty(), "{m}");
+        for (g, ks) in groups {
+            assert!(GROUPS.contains(&g.as_str()), "{g}");
+            let s = &ks["mse_top20_de"];
+            let (mean, lo, hi) = (
+                s["mean"].as_f64().unwrap(),
+                s["ci95"][0].as_f64().unwrap(),
+                s["ci95"][1].as_f64().unwrap(),
+            );
+            assert!(lo <= mean && mean <= hi, "{m}/{g}");
+            assert!((1..=2).contains(&s["n"].as_u64().unwrap()));
+        }
+    }
+    assert_eq!(b["splits"].as_array().unwrap().len(), 2);
+    assert_eq!(b["settings"]["seeds"], serde_json::json!([1, 2]));
+    let tsv = std::fs::read_to_string(out.join("benchmark.tsv")).unwrap();
+    assert!(tsv.starts_with("method\tgroup\tmetric\tmean\tsd\tci95_low\tci95_high\tn\n"));
+    assert_eq!(
+        &std::fs::read(out.join("benchmark.png")).unwrap()[1..4],
+        b"PNG"
+    );
+    // a second run reads the splits back and gives the same summaries
+    ok(&run_v(args(&out, &[])));
+    let again = json(&out.join("benchmark.json"));
+    assert_eq!(again["methods"], b["methods"]);
+    assert!(
+        again["splits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["fitted_now"] == false)
+    );
+    // Ahlmann-Eltze's protocol: the doubles, half of them tested
+    let dbl = dir.path().join("dbl");
+    ok(&run_v(args(
+        &dbl,
+        &["--protocol", "double", "--methods", "model,additive,linear"],
+    )));
+    let d = json(&dbl.join("benchmark.json"));
+    assert_eq!(d["methods"].as_object().unwrap().len(), 3);
+    // every test double of this protocol has both singles in training: additive applies
+    assert_eq!(d["methods"]["additive"]["double"]["mse_top20_de"]["n"], 2);
+    assert_eq!(
+        d["methods"]["model"].as_object().unwrap().len(),
+        1,
+        "only the double group"
+    );
+    // refused before fitting: an unknown method, a method that needs what is not given, a
+    // screen too small for the protocol
+    let bad = dir.path().join("bad");
+    fails_with(
+        &run_v(args(&bad, &["--methods", "gears"])),
+        &["--methods", "unknown method 'gears'"],
+    );
+    fails_with(
+        &run_v(args(&bad, &["--methods", "linear_encoder"])),
+        &["linear_encoder", "--model"],
+    );
+    let tiny = dir.path().join("tiny.h5ad");
+    ok(&run(&[
+        "simulate",
+        "--perturbations",
+        "4",
+        "--genes",
+        "60",
+        "--programs",
+        "2",
+        "--doubles",
+        "2",
+        "--control-cells",
+        "30",
+        "--cells-per-condition",
+        "4",
+        "--seed",
+        "2",
+        "--output",
+        s(&tiny),
+    ]));
+    let mut v = args(&bad, &["--protocol", "double"]);
+    v[3] = s(&tiny).to_string();
+    fails_with(&run_v(v), &["at least 4 double perturbations", "has 2"]);
+    assert!(!bad.exists());
+}
+
+#[test]
 fn perturb_fit_with_the_encoder_as_backbone_and_bad_inputs() {
     let dir = tempfile::tempdir().unwrap();
     let (x, panel, _) = screen(dir.path());

@@ -287,3 +287,116 @@ pub fn confusion_png(path: &Path, c: &Confusion, title: &str) -> Result<()> {
     }
     write_png(path, &buf, w, h)
 }
+
+/// One panel of [`interval_panels_png`]: a value with its interval per item (method).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntervalPanel {
+    /// Panel title (e.g. `unseen_single: mae`).
+    pub title: String,
+    /// The items along the x axis.
+    pub labels: Vec<String>,
+    /// Their values (NaN: not drawn).
+    pub values: Vec<f64>,
+    /// Their intervals `(low, high)`.
+    pub intervals: Vec<(f64, f64)>,
+}
+
+/// A grid of panels (`columns` wide), each the items' values as points with their intervals as
+/// error bars: methods side by side with 95 % intervals, per test group and metric.
+pub fn interval_panels_png(
+    path: &Path,
+    title: &str,
+    panels: &[IntervalPanel],
+    columns: usize,
+) -> Result<()> {
+    font_ready()?;
+    let columns = columns.max(1);
+    let rows = panels.len().div_ceil(columns).max(1);
+    let (pw, ph) = (520u32, 380u32);
+    let (w, h) = (pw * columns as u32, ph * rows as u32 + 60);
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(path, e))?;
+        let (head, body) = root.split_vertically(60);
+        head.draw(&Text::new(
+            title.to_string(),
+            (20, 14),
+            ("sans-serif", 30).into_font(),
+        ))
+        .map_err(|e| err(path, e))?;
+        let areas = body.split_evenly((rows, columns));
+        for (p, area) in panels.iter().zip(areas.iter()) {
+            let finite = p
+                .intervals
+                .iter()
+                .zip(&p.values)
+                .flat_map(|(&(a, b), &v)| [a, b, v])
+                .filter(|x| x.is_finite());
+            let (mut lo, mut hi) =
+                finite.fold((f64::MAX, f64::MIN), |(l, h), x| (l.min(x), h.max(x)));
+            if lo > hi {
+                (lo, hi) = (0.0, 1.0);
+            }
+            let pad = ((hi - lo) * 0.1).max(1e-3);
+            let n = p.labels.len();
+            let labels = p.labels.clone();
+            let mut chart = ChartBuilder::on(area)
+                .caption(&p.title, ("sans-serif", 22))
+                .margin(12)
+                .x_label_area_size(60)
+                .y_label_area_size(60)
+                .build_cartesian_2d(-0.5f64..n as f64 - 0.5, lo - pad..hi + pad)
+                .map_err(|e| err(path, e))?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n.max(1))
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                        labels[i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .x_label_style(("sans-serif", 12))
+                .y_label_style(("sans-serif", 14))
+                .draw()
+                .map_err(|e| err(path, e))?;
+            let colour = |i: usize| {
+                let (r, g, b) =
+                    crate::palettes::parse_hex(&crate::palettes::scanpy_colors(n.max(1))[i])
+                        .unwrap_or((31, 119, 180));
+                RGBColor(r, g, b)
+            };
+            for i in 0..n {
+                let (v, (a, b)) = (p.values[i], p.intervals[i]);
+                if !v.is_finite() {
+                    continue;
+                }
+                let style = colour(i).stroke_width(3);
+                if a.is_finite() && b.is_finite() {
+                    let x = i as f64;
+                    let bars = [
+                        vec![(x, a), (x, b)],
+                        vec![(x - 0.12, a), (x + 0.12, a)],
+                        vec![(x - 0.12, b), (x + 0.12, b)],
+                    ];
+                    chart
+                        .draw_series(bars.into_iter().map(|p| PathElement::new(p, style)))
+                        .map_err(|e| err(path, e))?;
+                }
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (i as f64, v),
+                        6,
+                        colour(i).filled(),
+                    )))
+                    .map_err(|e| err(path, e))?;
+            }
+        }
+        root.present().map_err(|e| err(path, e))?;
+    }
+    write_png(path, &buf, w, h)
+}

@@ -24,6 +24,7 @@ pub mod matrix;
 pub mod obs;
 pub mod output;
 pub mod perturb;
+pub mod perturb_benchmark;
 pub mod perturb_score;
 pub mod pretrain;
 pub mod pretrained;

@@ -38,7 +38,8 @@ pub struct PerturbFitOptions {
     pub condition_column: String,
     /// The control value of the condition column (default `ctrl`).
     pub control_value: String,
-    /// `simulation` (default), `combo_seen0`, `combo_seen1`, `combo_seen2`, or an obs column of
+    /// `simulation` (default), `combo_seen0`, `combo_seen1`, `combo_seen2`, `double`
+    /// (Ahlmann-Eltze et al.'s: all singles train, half the doubles test), or an obs column of
     /// train / val (valid, validation) / test.
     pub split: String,
     /// Seed of the split, the initialization and the training order (default 1).
@@ -183,7 +184,7 @@ pub struct PerturbPredictions {
     pub conditions: BTreeMap<String, PredictedCondition>,
 }
 
-fn make_split(
+pub(crate) fn make_split(
     options: &PerturbFitOptions,
     data: &PerturbData,
     obs: &ObsTable,
@@ -201,6 +202,7 @@ fn make_split(
         "combo_seen0" => perturb::combo_split(&data.conditions, 0, seed)?,
         "combo_seen1" => perturb::combo_split(&data.conditions, 1, seed)?,
         "combo_seen2" => perturb::combo_split(&data.conditions, 2, seed)?,
+        "double" => perturb::double_split(&data.conditions, seed)?,
         col => {
             let c = obs.column(col).ok_or_else(|| {
                 PipelineError::input(

@@ -704,6 +704,44 @@ fn parse_gene_graph(
     Ok((edges, dropped))
 }
 
+/// Ahlmann-Eltze, Huber & Anders (2025)'s protocol for double perturbations: every single (and
+/// the control) trains; the doubles, shuffled with `seed` (numpy's legacy generator), go half to
+/// test; of the other half a tenth (at least one) validates (GEARS's model selection) and the
+/// rest train. Needs at least four doubles.
+pub fn double_split(conds: &[Condition], seed: u32) -> Result<PerturbSplit> {
+    check_unique(conds)?;
+    let doubles: Vec<&Condition> = conds.iter().filter(|c| c.is_double()).collect();
+    if doubles.len() < 4 {
+        return Err(TaskError::Split(format!(
+            "the double protocol needs at least 4 double perturbations (2 to test, 1 to train, 1 to validate); the screen has {}",
+            doubles.len()
+        )));
+    }
+    let mut rng = NumpyRandomState::new(seed);
+    let order = rng.permutation(doubles.len());
+    let n_test = doubles.len() / 2;
+    let rest = doubles.len() - n_test;
+    let n_val = (rest / 10).max(1);
+    let mut split = PerturbSplit::default();
+    for c in conds {
+        if !c.is_double() {
+            split.part.insert(c.name.clone(), Some(SplitPart::Train));
+        }
+    }
+    for (rank, &i) in order.iter().enumerate() {
+        let part = if rank < n_test {
+            SplitPart::Test
+        } else if rank < n_test + n_val {
+            SplitPart::Val
+        } else {
+            SplitPart::Train
+        };
+        split.part.insert(doubles[i].name.clone(), Some(part));
+    }
+    fill_groups(conds, &mut split);
+    Ok(split)
+}
+
 /// The number of top DE genes the metrics are read on (GEARS and the paper: 20).
 pub const TOP_DE: usize = 20;
 

@@ -8,6 +8,9 @@ use aido_model::burn::prelude::Backend;
 use aido_pipeline::perturb::{
     PerturbFitOptions, PerturbFitReport, perturb_fit_file, perturb_predict_file,
 };
+use aido_pipeline::perturb_benchmark::{
+    BenchmarkProtocol, BenchmarkReport, PerturbBenchmarkOptions, perturb_benchmark_file,
+};
 use aido_pipeline::{ModelSource, OnDevice, Pretrained, on_device};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
@@ -28,6 +31,10 @@ pub(crate) enum PerturbCommand {
     /// pearson_delta, pearson_delta_centroid, centroid_accuracy, and the scores normalised
     /// against cell-eval's cell-mean baseline.
     Score(ScoreArgs),
+    /// Fit GEARS and every baseline on repeated splits of a screen and summarise each metric
+    /// per method and test group (mean, sd, 95 % interval): OUT/benchmark.json, .tsv, .png.
+    /// Resumable: a split already in OUT/split_SEED/ is read back, not refitted.
+    Benchmark(Box<BenchmarkArgs>),
 }
 
 /// Flags of `aido perturb score`.
@@ -83,7 +90,7 @@ pub(crate) struct FitArgs {
     /// The control value of the condition column.
     #[arg(long, default_value = "ctrl")]
     pub control_value: String,
-    /// simulation, combo_seen0, combo_seen1, combo_seen2, or an obs column of train/val/test.
+    /// simulation, combo_seen0, combo_seen1, combo_seen2, double (Ahlmann-Eltze et al. 2025: all singles and half of the doubles train, the other half test), or an obs column of train/val/test.
     #[arg(long, default_value = "simulation")]
     pub split: String,
     /// Seed of the split, the initialization and the training order.
@@ -199,6 +206,7 @@ pub(crate) fn cmd_perturb(c: &PerturbCommand, verbose: bool) -> Result<()> {
         PerturbCommand::Fit(a) => cmd_fit(a, verbose),
         PerturbCommand::Predict(a) => cmd_predict(a, verbose),
         PerturbCommand::Score(a) => cmd_score(a, verbose),
+        PerturbCommand::Benchmark(a) => cmd_benchmark(a, verbose),
     }
 }
 
@@ -247,6 +255,36 @@ impl OnDevice for Fit<'_> {
 
 /// Runs `aido perturb fit`; returns report.json.
 pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
+    check_fit_args(a)?;
+    let t0 = std::time::Instant::now();
+    let options = fit_options(a);
+    let backbone = match &a.model {
+        None => None,
+        Some(m) => Some(super::render::open_model(m, &a.genes, verbose)?),
+    };
+    let report = on_device(
+        a.device,
+        Fit {
+            a,
+            backbone,
+            options,
+            verbose,
+        },
+    )
+    .map_err(pipeline_error)?;
+    if verbose {
+        out!("{report}");
+        outln!(
+            "wrote {0}/predictions.json, {0}/report.json, {0}/model/ in {1:.1} s",
+            a.out.display(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// The checks `perturb fit` and `perturb benchmark` share.
+fn check_fit_args(a: &FitArgs) -> Result<()> {
     a.device.ensure_compiled()?;
     if a.precision.is_some() && a.model.is_none() {
         bail!(
@@ -258,8 +296,12 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
             "choose the gene embeddings: --model DIR (an AIDO.Cell checkpoint, the paper's route) or --no-backbone (GEARS alone)"
         );
     }
-    let t0 = std::time::Instant::now();
-    let options = PerturbFitOptions {
+    Ok(())
+}
+
+/// `perturb fit`'s flags as the library's options.
+fn fit_options(a: &FitArgs) -> PerturbFitOptions {
+    PerturbFitOptions {
         condition_column: a.condition_column.clone(),
         control_value: a.control_value.clone(),
         split: a.split.clone(),
@@ -282,15 +324,73 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
         min_cells: a.min_cells,
         precision: a.precision.unwrap_or_default(),
         gene_id: a.read.gene_id,
+    }
+}
+
+/// Flags of `aido perturb benchmark`: every `perturb fit` flag (`--seed` is the first split's,
+/// `--out` the benchmark's folder) and the repetitions.
+#[derive(Args, Clone)]
+pub(crate) struct BenchmarkArgs {
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Repetitions: seeds --seed .. --seed + N − 1.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub splits: usize,
+    /// gears: GEARS's split (--split, by default simulation) per seed, groups unseen_single and
+    /// combo_seen0/1/2; double: Ahlmann-Eltze et al. 2025's (all singles and half of the doubles
+    /// train, the other half test), group double.
+    #[arg(long, default_value = "gears")]
+    pub protocol: BenchmarkProtocol,
+    /// Methods to report (default: every one that applies): model, linear, linear_encoder
+    /// (needs --model), linear_external (needs --perturbation-embedding), additive,
+    /// mean_delta, matching_mean, no_change.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+}
+
+struct Bench<'a> {
+    a: &'a BenchmarkArgs,
+    backbone: Option<Pretrained>,
+    options: PerturbBenchmarkOptions,
+    verbose: bool,
+}
+
+impl OnDevice for Bench<'_> {
+    type Output = BenchmarkReport;
+    fn run<B: Backend>(self, device: B::Device) -> aido_pipeline::Result<BenchmarkReport> {
+        let a = &self.a.fit;
+        let mut printer = EventPrinter::new(self.verbose, "benchmark");
+        perturb_benchmark_file::<Autodiff<B>>(
+            &a.input,
+            &a.read.read_options(),
+            &a.out,
+            self.backbone.as_ref(),
+            &self.options,
+            &device,
+            &mut |e| printer.show(e),
+        )
+    }
+}
+
+/// Runs `aido perturb benchmark`.
+fn cmd_benchmark(b: &BenchmarkArgs, verbose: bool) -> Result<()> {
+    let a = &b.fit;
+    check_fit_args(a)?;
+    let options = PerturbBenchmarkOptions {
+        fit: fit_options(a),
+        splits: b.splits,
+        protocol: b.protocol,
+        methods: (!b.methods.is_empty()).then(|| b.methods.clone()),
     };
     let backbone = match &a.model {
         None => None,
         Some(m) => Some(super::render::open_model(m, &a.genes, verbose)?),
     };
+    let t0 = std::time::Instant::now();
     let report = on_device(
         a.device,
-        Fit {
-            a,
+        Bench {
+            a: b,
             backbone,
             options,
             verbose,
@@ -300,8 +400,9 @@ pub(crate) fn cmd_fit(a: &FitArgs, verbose: bool) -> Result<()> {
     if verbose {
         out!("{report}");
         outln!(
-            "wrote {0}/predictions.json, {0}/report.json, {0}/model/ in {1:.1} s",
+            "wrote {0}/benchmark.json, {0}/benchmark.tsv, {0}/benchmark.png ({1} splits in {0}/split_SEED/) in {2:.1} s",
             a.out.display(),
+            b.splits,
             t0.elapsed().as_secs_f64()
         );
     }
