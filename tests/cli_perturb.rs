@@ -384,6 +384,10 @@ fn perturb_benchmark_summarises_repeated_splits_and_resumes() {
             .iter()
             .all(|s| s["fitted_now"] == false)
     );
+    // the same folder with other settings is refused, not mixed
+    let mut other = args(&out, &[]);
+    other[8] = "2".into(); // --epochs
+    fails_with(&run_v(other), &["holds a fit with other settings", "fit"]);
     // Ahlmann-Eltze's protocol: the doubles, half of them tested
     let dbl = dir.path().join("dbl");
     ok(&run_v(args(

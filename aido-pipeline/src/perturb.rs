@@ -276,6 +276,20 @@ fn coexpression_edges(
     Ok((edges, cells.len()))
 }
 
+/// The training settings of a fit with `options` (as `report.json` records them).
+pub(crate) fn fit_config(options: &PerturbFitOptions) -> FitConfig {
+    FitConfig {
+        epochs: options.epochs,
+        batch_size: options.batch_size,
+        lr: options.lr,
+        lr_decay: options.lr_decay,
+        direction_lambda: options.direction_lambda,
+        seed: options.seed,
+        pool: options.pool,
+        ..FitConfig::default()
+    }
+}
+
 /// Fits GEARS (learned gene embeddings, or `backbone`'s per-gene embeddings of control cells,
 /// frozen: the paper's route) on the screen `source` reads, scores it and the baselines on the
 /// test conditions, and writes into `out`: `predictions.json`, `report.json` and `model/`
@@ -480,16 +494,7 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         } else {
             CoexpressionMode::FirstCell
         });
-    let fit_cfg = FitConfig {
-        epochs: options.epochs,
-        batch_size: options.batch_size,
-        lr: options.lr,
-        lr_decay: options.lr_decay,
-        direction_lambda: options.direction_lambda,
-        seed: options.seed,
-        pool: options.pool,
-        ..FitConfig::default()
-    };
+    let fit_cfg = fit_config(options);
     let inputs = FitInputs {
         model: model_cfg.clone(),
         fit: fit_cfg.clone(),

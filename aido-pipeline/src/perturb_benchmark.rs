@@ -188,6 +188,58 @@ impl std::fmt::Display for BenchmarkReport {
     }
 }
 
+/// The report of a split fitted before with these settings (split, seed, training settings,
+/// hidden size, gene embeddings), `None` when there is none; an error when the folder holds a
+/// fit with other settings.
+fn done_before(
+    report_path: &Path,
+    fit: &PerturbFitOptions,
+    seed: u64,
+    with_backbone: bool,
+) -> Result<Option<Value>> {
+    let Ok(text) = std::fs::read_to_string(report_path) else {
+        return Ok(None);
+    };
+    let r: Value = serde_json::from_str(&text)
+        .map_err(|e| PipelineError::input(report_path.display(), e.to_string()))?;
+    let mut o = fit.clone();
+    o.seed = seed;
+    let want = json!({
+        "split": o.split,
+        "seed": seed,
+        "fit": crate::perturb::fit_config(&o),
+        "hidden": o.hidden,
+        "gene_embeddings": if with_backbone { "backbone" } else { "learned" },
+    });
+    let s = &r["settings"];
+    let differs: Vec<&str> = ["split", "seed", "fit", "hidden", "gene_embeddings"]
+        .into_iter()
+        .filter(|k| s[*k] != want[*k])
+        .collect();
+    if differs.is_empty() {
+        Ok(Some(r))
+    } else {
+        Err(PipelineError::Output {
+            option: "out",
+            path: report_path.to_path_buf(),
+            detail: format!(
+                "holds a fit with other settings ({}: {} there, {} now); use another `out` folder or remove it",
+                differs.join(", "),
+                differs
+                    .iter()
+                    .map(|k| s[*k].to_string())
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                differs
+                    .iter()
+                    .map(|k| want[*k].to_string())
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            ),
+        })
+    }
+}
+
 /// Runs the benchmark on a screen file and writes `OUT/benchmark.json`, `benchmark.tsv` (one
 /// row per method, group and metric) and `benchmark.png`. What `aido perturb benchmark` runs.
 pub fn perturb_benchmark_file<B: AutodiffBackend>(
@@ -282,6 +334,15 @@ pub fn perturb_benchmark_file<B: AutodiffBackend>(
             }
         }
     }
+    // A split folder holding a fit with other settings is refused before anything is fitted.
+    for &seed in &seeds {
+        done_before(
+            &out.join(format!("split_{seed}")).join("report.json"),
+            &fit,
+            seed,
+            backbone.is_some(),
+        )?;
+    }
     std::fs::create_dir_all(out).map_err(PipelineError::io(out))?;
     let mut per_split: Vec<Value> = Vec::new();
     let mut reports: Vec<Value> = Vec::new();
@@ -289,13 +350,7 @@ pub fn perturb_benchmark_file<B: AutodiffBackend>(
         let dir: PathBuf = out.join(format!("split_{seed}"));
         let report_path = dir.join("report.json");
         let ts = Instant::now();
-        let existing = std::fs::read_to_string(&report_path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .filter(|r| {
-                r["settings"]["seed"].as_u64() == Some(seed)
-                    && r["settings"]["split"].as_str() == Some(fit.split.as_str())
-            });
+        let existing = done_before(&report_path, &fit, seed, backbone.is_some())?;
         let (report, fitted) = match existing {
             Some(r) => {
                 on_event(Event::Info(format!(
