@@ -23,8 +23,9 @@ python3 -c "import json,sys; r=json.load(open('$OUT/aido.json')); print('aido st
 "$PY" benches/python/time_pdex.py "$OUT/real.h5ad" 1
 "$PY" benches/python/time_pdex.py "$OUT/real.h5ad" 2
 rm -rf "$OUT/ce"
-/usr/bin/time -f "cell-eval run (vcc): %e s wall, %M KB" "$CE" run -ap "$OUT/pred.h5ad" -ar "$OUT/real.h5ad" \
+/usr/bin/time -o "$OUT/ce_time.txt" -f "cell-eval run (vcc): %e s wall, %M KB" "$CE" run -ap "$OUT/pred.h5ad" -ar "$OUT/real.h5ad" \
   -o "$OUT/ce" --profile vcc --num-threads 2 >/dev/null 2>&1
+cat "$OUT/ce_time.txt"
 python3 - "$OUT" <<'PYEOF'
 import csv, json, sys
 out = sys.argv[1]
