@@ -916,12 +916,7 @@ pub fn perturb_predict_cells_file<B: Backend>(
             "the model folder holds no control cells",
         ));
     }
-    let mut pool_mean = vec![0.0f64; g];
-    for row in m.pool_x.chunks_exact(g) {
-        for (a, &v) in pool_mean.iter_mut().zip(row) {
-            *a += f64::from(v) / pool as f64;
-        }
-    }
+    let pool_mean = perturb_fit::pool_mean(&m.pool_x, g);
     let mut x = CsrChunk {
         first_cell: 0,
         indptr: vec![0],
@@ -929,19 +924,8 @@ pub fn perturb_predict_cells_file<B: Backend>(
     };
     let (mut names, mut labels, mut conds) = (Vec::new(), Vec::new(), Vec::new());
     let mut push = |shift: Option<&[f64]>, label: &str, cond: &str, x: &mut CsrChunk| {
+        perturb_fit::push_shifted_pool(x, &m.pool_x, g, shift, layout.cells);
         for k in 0..layout.cells {
-            let row = &m.pool_x[(k % pool) * g..(k % pool + 1) * g];
-            for (j, &v) in row.iter().enumerate() {
-                let y = match shift {
-                    Some(d) => (f64::from(v) + d[j]).max(0.0) as f32,
-                    None => v,
-                };
-                if y != 0.0 {
-                    x.indices.push(j as u32);
-                    x.data.push(y);
-                }
-            }
-            x.indptr.push(x.data.len());
             names.push(format!("{cond}_{k}"));
             labels.push(label.to_string());
             conds.push(cond.to_string());

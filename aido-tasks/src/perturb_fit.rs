@@ -286,6 +286,49 @@ impl PerturbData {
     }
 }
 
+/// Per-gene mean of a control pool `[P, genes]` (f32 rows), in f64.
+pub fn pool_mean(pool_x: &[f32], genes: usize) -> Vec<f64> {
+    let p = pool_x.len() / genes.max(1);
+    let mut m = vec![0.0f64; genes];
+    for row in pool_x.chunks_exact(genes.max(1)) {
+        for (a, &v) in m.iter_mut().zip(row) {
+            *a += f64::from(v) / p.max(1) as f64;
+        }
+    }
+    m
+}
+
+/// The rule of predicted single cells (`aido perturb predict --format cell-eval` and
+/// [`cell_level_scores`]): `n` rows of the control pool `pool_x` (`[P, genes]`, taken in order
+/// and reused past `P`), each shifted per gene by `shift` (`None`: unchanged) and clipped at 0,
+/// appended to the CSR `x`.
+pub fn push_shifted_pool(
+    x: &mut CsrChunk,
+    pool_x: &[f32],
+    genes: usize,
+    shift: Option<&[f64]>,
+    n: usize,
+) {
+    let p = pool_x.len() / genes.max(1);
+    if p == 0 {
+        return;
+    }
+    for k in 0..n {
+        let row = &pool_x[(k % p) * genes..(k % p + 1) * genes];
+        for (j, &v) in row.iter().enumerate() {
+            let y = match shift {
+                Some(d) => (f64::from(v) + d[j]).max(0.0) as f32,
+                None => v,
+            };
+            if y != 0.0 {
+                x.indices.push(j as u32);
+                x.data.push(y);
+            }
+        }
+        x.indptr.push(x.data.len());
+    }
+}
+
 /// cell-eval's metrics (`overlap_at_N`, `discrimination_score_l1`, `mae`; `aido_eval::perturb`)
 /// of mean predictions turned into cells, per condition of `part`: the real cells are the
 /// control cells and those conditions' cells (log-normalised); each predicted condition is the
@@ -346,39 +389,18 @@ pub fn cell_level_scores(
     for (r, &c) in pool.iter().enumerate() {
         data.lognorm_row(c, &mut pool_x[r * g..(r + 1) * g]);
     }
-    let mut pool_mean = vec![0.0f64; g];
-    for row in pool_x.chunks_exact(g) {
-        for (a, &v) in pool_mean.iter_mut().zip(row) {
-            *a += f64::from(v) / pool.len() as f64;
-        }
-    }
+    let mean = pool_mean(&pool_x, g);
     let (mut px, mut pg) = (new_csr(), Vec::new());
-    let mut row_idx = Vec::with_capacity(g);
-    let mut row_val = Vec::with_capacity(g);
     for gi in 0..names.len() {
         let shift: Option<Vec<f64>> = (gi > 0).then(|| {
             predicted[&tested[gi - 1].condition.name]
                 .iter()
-                .zip(&pool_mean)
+                .zip(&mean)
                 .map(|(p, m)| p - m)
                 .collect()
         });
-        for row in pool_x.chunks_exact(g) {
-            row_idx.clear();
-            row_val.clear();
-            for (j, &v) in row.iter().enumerate() {
-                let y = match &shift {
-                    Some(d) => (f64::from(v) + d[j]).max(0.0) as f32,
-                    None => v,
-                };
-                if y != 0.0 {
-                    row_idx.push(j as u32);
-                    row_val.push(y);
-                }
-            }
-            push_row(&mut px, &row_idx, &row_val);
-            pg.push(gi);
-        }
+        push_shifted_pool(&mut px, &pool_x, g, shift.as_deref(), pool.len());
+        pg.extend(std::iter::repeat_n(gi, pool.len()));
     }
     let cells = |x: CsrChunk, group: Vec<usize>| GroupedCells {
         x,
