@@ -168,6 +168,44 @@ fn perturb_fit_and_predict_write_the_documented_forms() {
         }
         assert!(per.get("linear_external").is_none());
     }
+    // Per test condition: its group and every predictor's metrics; the group values are their
+    // means (recomputed here from the written numbers).
+    let per_condition = r["per_condition"].as_object().unwrap();
+    let tests: Vec<&String> = conds
+        .iter()
+        .filter(|(_, c)| c["split"] == "test")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(per_condition.len(), tests.len(), "every test condition");
+    for n in &tests {
+        let pc = &per_condition[n.as_str()];
+        assert_eq!(pc["group"], conds[n.as_str()]["group"], "{n}");
+        assert!(pc["scores"]["model"]["mse_top20_de"].as_f64().unwrap() >= 0.0);
+        assert!(pc["scores"]["model"].get("n_conditions").is_none());
+    }
+    for (g, per) in groups {
+        for (name, v) in per.as_object().unwrap() {
+            let members: Vec<&Value> = per_condition
+                .values()
+                .filter(|c| c["group"] == g.as_str() && c["scores"].get(name).is_some())
+                .map(|c| &c["scores"][name])
+                .collect();
+            assert_eq!(members.len() as u64, v["n_conditions"].as_u64().unwrap());
+            for k in [
+                "mse_top20_de",
+                "pearson_delta_centroid",
+                "centroid_accuracy",
+                "mae",
+            ] {
+                let mean = members.iter().map(|m| m[k].as_f64().unwrap()).sum::<f64>()
+                    / members.len() as f64;
+                assert!(
+                    (mean - v[k].as_f64().unwrap()).abs() < 1e-9,
+                    "{g}/{name}/{k}"
+                );
+            }
+        }
+    }
     assert_eq!(r["settings"]["linear"]["k"], 10);
     assert_eq!(r["settings"]["fit"]["lr_decay"], 0.5);
     assert_eq!(r["settings"]["split"], "simulation");

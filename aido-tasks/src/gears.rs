@@ -19,8 +19,11 @@
 //! 5. output = control expression `x` + change, `[B, G]`.
 //!
 //! GEARS's `MLP` is `Linear → BatchNorm → ReLU` per layer with the last ReLU dropped; its
-//! embeddings use `max_norm=True` (rows renormalized to norm ≤ 1 at lookup), reproduced here by
-//! scaling rows with a detached factor. SGConv is PyG's with `K = 1`:
+//! embeddings use `max_norm=True`: torch renormalizes the looked-up rows to norm ≤ 1 **in the
+//! stored weight** on every forward pass. Here the stored rows are renormalized after
+//! initialization and after every optimizer step ([`Gears::renormalize_embeddings`]), and the
+//! lookup scales rows with a detached factor (a no-op on renormalized rows; it keeps a model
+//! saved before the renormalization behaving as it was trained). SGConv is PyG's with `K = 1`:
 //! `X' = Lin(D̂^-½ Â D̂^-½ X)`, `Â` the weighted graph plus unit self-loops where a node has none.
 
 use burn::config::Config;
@@ -345,7 +348,40 @@ fn max_norm_rows<B: Backend>(e: &Embedding<B>) -> Tensor<B, 2> {
     w * scale
 }
 
+/// `e` with its stored rows renormalized to norm ≤ 1, as torch's `max_norm=True` lookup does in
+/// place (`torch.embedding_renorm_`: a row of norm n > 1 is scaled by 1 / (n + 1e-7)); the
+/// parameter keeps its id (the optimizer's state) and its gradient requirement.
+fn renormalize_rows<B: Backend>(e: Embedding<B>) -> Embedding<B> {
+    let weight = e.weight.map(|w| {
+        let req = w.is_require_grad();
+        let device = w.device();
+        let w = w.detach();
+        let norm = w.clone().powf_scalar(2.0).sum_dim(1).sqrt();
+        let over = norm.clone().greater_elem(1.0);
+        let scale = norm
+            .ones_like()
+            .mask_where(over, norm.add_scalar(1e-7).recip());
+        // A fresh leaf (ops on the autodiff backend leave a non-leaf that cannot track again).
+        let w = Tensor::from_data((w * scale).into_data(), &device);
+        if req { w.require_grad() } else { w }
+    });
+    Embedding { weight }
+}
+
 impl<B: Backend> Gears<B> {
+    /// The model with its three `max_norm` embedding tables (gene, positional, perturbation)
+    /// renormalized in their stored rows, as torch leaves them after every forward pass:
+    /// called after initialization and after every optimizer step of [`crate::perturb_fit::fit`],
+    /// so Adam and the weight decay act on rows of norm ≤ 1, as upstream's do (scaling at lookup
+    /// only would leave the stored rows at their initial norm ≈ √H and every step ≈ √H times
+    /// too small).
+    pub fn renormalize_embeddings(mut self) -> Self {
+        self.gene_emb = self.gene_emb.map(renormalize_rows);
+        self.emb_pos = renormalize_rows(self.emb_pos);
+        self.pert_emb = renormalize_rows(self.pert_emb);
+        self
+    }
+
     /// The perturbation input of `pert_fuse`: the cells with perturbations (indices into
     /// `perts`) and, per such cell, the **sum** of its genes' graph-propagated perturbation
     /// embeddings `[cells, H]` (a double adds both genes); `None` when no cell is perturbed.

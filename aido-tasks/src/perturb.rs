@@ -848,7 +848,62 @@ pub fn baseline_prediction(
     }
 }
 
-/// The metrics of one predictor over one group: means over its conditions.
+/// The metrics of one predictor on one condition (the fields of [`GroupScore`], before the
+/// group's mean).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConditionScore {
+    /// The condition's name (a key where reports write it, not serialized).
+    #[serde(skip)]
+    pub condition: String,
+    /// Its test group (likewise).
+    #[serde(skip)]
+    pub group: PertGroup,
+    /// MSE of the prediction on the condition's top DE genes (GEARS).
+    pub mse_top20_de: f64,
+    /// Pearson of predicted and true changes from the control mean on those genes (GEARS; 0
+    /// where a side is constant).
+    pub pearson_delta: f64,
+    /// L2 distance ‖ŷ − y‖₂ on the 1,000 genes most expressed in control (Ahlmann-Eltze et al.
+    /// 2025).
+    pub l2_top1000: f64,
+    /// Pearson of the changes from the control mean on those genes (Ahlmann-Eltze).
+    pub pearson_delta_top1000: f64,
+    /// Pearson of the changes from the mean of the training perturbation centroids, all genes
+    /// (Systema).
+    pub pearson_delta_centroid: f64,
+    /// The same on the condition's top-20 DE genes (Systema).
+    pub pearson_delta_centroid_top20_de: f64,
+    /// 1 when the prediction is strictly closest (Euclidean) to this condition's true profile
+    /// among the scored part's conditions, else 0 (Systema's centroid accuracy, per condition).
+    pub centroid_accuracy: f64,
+    /// cell-eval's `overlap_at_N` on predicted vs real cells (NaN, `null` in JSON, when cells
+    /// were not scored).
+    #[serde(rename = "overlap_at_N")]
+    pub overlap_at_n: f64,
+    /// cell-eval's `discrimination_score_l1` among the scored conditions.
+    pub discrimination_score_l1: f64,
+    /// cell-eval's pseudobulk `mae`.
+    pub mae: f64,
+}
+
+impl ConditionScore {
+    fn values(&self) -> [f64; 10] {
+        [
+            self.mse_top20_de,
+            self.pearson_delta,
+            self.l2_top1000,
+            self.pearson_delta_top1000,
+            self.pearson_delta_centroid,
+            self.pearson_delta_centroid_top20_de,
+            self.centroid_accuracy,
+            self.overlap_at_n,
+            self.discrimination_score_l1,
+            self.mae,
+        ]
+    }
+}
+
+/// The metrics of one predictor over one group: means over its conditions' [`ConditionScore`]s.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct GroupScore {
     /// Mean over conditions of the MSE on each condition's top DE genes (GEARS).
@@ -878,6 +933,37 @@ pub struct GroupScore {
     pub mae: f64,
     /// Conditions scored.
     pub n_conditions: usize,
+}
+
+impl GroupScore {
+    /// The means of `scores` (one group's conditions; `None` when empty).
+    pub fn mean_of<'a>(scores: impl IntoIterator<Item = &'a ConditionScore>) -> Option<Self> {
+        let mut s = [0.0f64; 10];
+        let mut n = 0usize;
+        for c in scores {
+            for (a, v) in s.iter_mut().zip(c.values()) {
+                *a += v;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return None;
+        }
+        let m = |k: usize| s[k] / n as f64;
+        Some(Self {
+            mse_top20_de: m(0),
+            pearson_delta: m(1),
+            l2_top1000: m(2),
+            pearson_delta_top1000: m(3),
+            pearson_delta_centroid: m(4),
+            pearson_delta_centroid_top20_de: m(5),
+            centroid_accuracy: m(6),
+            overlap_at_n: m(7),
+            discrimination_score_l1: m(8),
+            mae: m(9),
+            n_conditions: n,
+        })
+    }
 }
 
 /// The genes most expressed in the control (`n` of them; all when fewer), by mean descending,
@@ -919,6 +1005,31 @@ pub fn score_groups_with_cells(
     predicted: &BTreeMap<String, Vec<f64>>,
     cells: Option<&BTreeMap<String, aido_eval::perturb::PerturbationScores>>,
 ) -> Result<BTreeMap<PertGroup, GroupScore>> {
+    Ok(group_means(&score_conditions(
+        truths, part, control, predicted, cells,
+    )?))
+}
+
+/// Per group, the means of the conditions' scores.
+pub fn group_means(scores: &[ConditionScore]) -> BTreeMap<PertGroup, GroupScore> {
+    let mut by: BTreeMap<PertGroup, Vec<&ConditionScore>> = BTreeMap::new();
+    for s in scores {
+        by.entry(s.group).or_default().push(s);
+    }
+    by.into_iter()
+        .filter_map(|(g, v)| GroupScore::mean_of(v).map(|m| (g, m)))
+        .collect()
+}
+
+/// The metrics of [`score_groups_with_cells`] for each condition of `part` with a prediction,
+/// in the order of `truths` (what the group means are taken over).
+pub fn score_conditions(
+    truths: &[ConditionTruth],
+    part: SplitPart,
+    control: &[f64],
+    predicted: &BTreeMap<String, Vec<f64>>,
+    cells: Option<&BTreeMap<String, aido_eval::perturb::PerturbationScores>>,
+) -> Result<Vec<ConditionScore>> {
     let g = control.len();
     let top1000 = top_expressed(control, 1000);
     let train: Vec<&ConditionTruth> = truths
@@ -943,7 +1054,7 @@ pub fn score_groups_with_cells(
         genes.iter().map(|&j| v[j] - base[j]).collect()
     };
     let all: Vec<usize> = (0..g).collect();
-    let mut acc: BTreeMap<PertGroup, ([f64; 10], usize)> = BTreeMap::new();
+    let mut out = Vec::with_capacity(tested.len());
     for (i, t) in tested.iter().enumerate() {
         let Some(p) = predicted.get(&t.condition.name) else {
             continue;
@@ -970,35 +1081,20 @@ pub fn score_groups_with_cells(
         let trio = ce.map_or([f64::NAN; 3], |c| {
             [c.overlap_at_n, c.discrimination_score_l1, c.mae]
         });
-        let e = acc.entry(t.group).or_insert(([0.0; 10], 0));
-        let closest = if closest { 1.0 } else { 0.0 };
-        for (a, v) in e.0.iter_mut().zip([
-            mse, r, l2, r1000, rc, rc20, closest, trio[0], trio[1], trio[2],
-        ]) {
-            *a += v;
-        }
-        e.1 += 1;
+        out.push(ConditionScore {
+            condition: t.condition.name.clone(),
+            group: t.group,
+            mse_top20_de: mse,
+            pearson_delta: r,
+            l2_top1000: l2,
+            pearson_delta_top1000: r1000,
+            pearson_delta_centroid: rc,
+            pearson_delta_centroid_top20_de: rc20,
+            centroid_accuracy: if closest { 1.0 } else { 0.0 },
+            overlap_at_n: trio[0],
+            discrimination_score_l1: trio[1],
+            mae: trio[2],
+        });
     }
-    Ok(acc
-        .into_iter()
-        .map(|(grp, (s, n))| {
-            let m = |k: usize| s[k] / n as f64;
-            (
-                grp,
-                GroupScore {
-                    mse_top20_de: m(0),
-                    pearson_delta: m(1),
-                    l2_top1000: m(2),
-                    pearson_delta_top1000: m(3),
-                    pearson_delta_centroid: m(4),
-                    pearson_delta_centroid_top20_de: m(5),
-                    centroid_accuracy: m(6),
-                    overlap_at_n: m(7),
-                    discrimination_score_l1: m(8),
-                    mae: m(9),
-                    n_conditions: n,
-                },
-            )
-        })
-        .collect())
+    Ok(out)
 }

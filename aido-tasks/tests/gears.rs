@@ -146,6 +146,64 @@ fn small_model(mode: CoexpressionMode) -> (Gears<B>, GearsGraphs<B>) {
     (model, GearsGraphs::new(&co, &pe, 6, &dev).unwrap())
 }
 
+/// torch's `max_norm=True` (`torch.embedding_renorm_`, ATen `Embedding.cpp`): a stored row of
+/// norm n > 1 is scaled by 1 / (n + 1e-7) in place; a row within norm 1 is left as it is. The
+/// parameter keeps its id, so Adam's moments stay attached, and stays trainable.
+#[test]
+fn max_norm_rows_are_renormalized_in_place_as_torch_does() {
+    type A = Autodiff<B>;
+    let dev = Default::default();
+    let mut m = GearsConfig::new(3).with_hidden(4).init::<A>(&dev);
+    let rows: Vec<f32> = vec![
+        3.0, 4.0, 0.0, 0.0, // norm 5
+        0.3, 0.0, 0.4, 0.0, // norm 0.5
+        0.0, 0.0, 0.0, 1.0, // norm 1
+    ];
+    let id = m.pert_emb.weight.id;
+    m.pert_emb.weight = m
+        .pert_emb
+        .weight
+        .map(|_| Tensor::from_data(TensorData::new(rows.clone(), [3, 4]), &dev).require_grad());
+    let m = m.renormalize_embeddings();
+    assert_eq!(m.pert_emb.weight.id, id);
+    assert!(m.pert_emb.weight.val().is_require_grad());
+    let got: Vec<f32> = m
+        .pert_emb
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .unwrap();
+    let s = 1.0 / (5.0 + 1e-7);
+    let want = [
+        3.0 * s,
+        4.0 * s,
+        0.0,
+        0.0,
+        0.3,
+        0.0,
+        0.4,
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        1.0,
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-7, "{got:?}");
+    }
+    for w in [
+        m.gene_emb.as_ref().unwrap().weight.val(),
+        m.emb_pos.weight.val(),
+    ] {
+        let v: Vec<f32> = w.into_data().convert::<f32>().into_vec().unwrap();
+        for row in v.chunks_exact(4) {
+            assert!(row.iter().map(|x| x * x).sum::<f32>().sqrt() <= 1.0 + 1e-6);
+        }
+    }
+}
+
 fn x_rows(b: usize) -> Tensor<B, 2> {
     let v: Vec<f32> = (0..b * 6).map(|i| (i % 6) as f32 * 0.3).collect();
     Tensor::from_data(TensorData::new(v, [b, 6]), &Default::default())
@@ -381,6 +439,23 @@ fn fit_save_load_predict_round_trip() {
     let fitted = perturb_fit::fit::<Autodiff<B>>(&data, &inputs, &dev, |_| epochs += 1).unwrap();
     assert_eq!(epochs, 2);
     assert_eq!(fitted.pool.len(), 10);
+    // torch's max_norm embeddings are renormalized in their stored rows on every forward: the
+    // fitted tables hold rows of norm ≤ 1 (their N(0, 1) initial rows have norm ≈ √H).
+    for (name, w) in [
+        (
+            "gene_emb",
+            fitted.model.gene_emb.as_ref().unwrap().weight.val(),
+        ),
+        ("emb_pos", fitted.model.emb_pos.weight.val()),
+        ("pert_emb", fitted.model.pert_emb.weight.val()),
+    ] {
+        let n = w.dims()[1];
+        let v = host(w);
+        for row in v.chunks_exact(n) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!(norm <= 1.0 + 1e-5, "{name}: a row of norm {norm}");
+        }
+    }
     let mut pool_x = vec![0.0f32; 10 * 40];
     for (r, &c) in fitted.pool.iter().enumerate() {
         data.lognorm_row(c, &mut pool_x[r * 40..(r + 1) * 40]);

@@ -367,3 +367,58 @@ fn baselines_follow_their_definitions_and_groups_average_conditions() {
         "training conditions are not scored as test"
     );
 }
+
+#[test]
+fn condition_scores_are_computed_by_hand_and_groups_are_their_means() {
+    use aido_tasks::perturb::{ConditionTruth, group_means, score_conditions};
+    use std::collections::BTreeMap;
+    let control = vec![1.0, 2.0, 3.0];
+    let truth = |name: &str, part, group, mean: Vec<f64>| ConditionTruth {
+        condition: Condition::parse(name, "ctrl").unwrap(),
+        part,
+        group,
+        mean,
+        top_de: vec![0, 1, 2],
+        n_cells: 10,
+    };
+    let (tr, te) = (Some(SplitPart::Train), Some(SplitPart::Test));
+    let truths = vec![
+        truth("A+ctrl", tr, PertGroup::SeenSingle, vec![2.0, 2.0, 3.0]),
+        truth("B+ctrl", tr, PertGroup::SeenSingle, vec![1.0, 4.0, 3.0]),
+        truth("C+ctrl", te, PertGroup::UnseenSingle, vec![1.0, 2.0, 1.0]),
+        truth("D+ctrl", te, PertGroup::UnseenSingle, vec![3.0, 2.0, 3.0]),
+    ];
+    let mut pred = BTreeMap::new();
+    pred.insert("C+ctrl".to_string(), vec![1.0, 2.0, 3.0]);
+    pred.insert("D+ctrl".to_string(), vec![3.0, 2.0, 3.0]);
+    let s = score_conditions(&truths, SplitPart::Test, &control, &pred, None).unwrap();
+    assert_eq!(s.len(), 2);
+    let (c, d) = (&s[0], &s[1]);
+    assert_eq!(
+        (c.condition.as_str(), d.condition.as_str()),
+        ("C+ctrl", "D+ctrl")
+    );
+    // Worked by hand from the definitions (GEARS, Ahlmann-Eltze, Systema):
+    // C: errors (0, 0, 2) → MSE 4/3, L2 2; a constant predicted change → Pearson Δ 0;
+    //    centroid reference = mean of the training centroids (1.5, 3, 3): predicted change
+    //    (−0.5, −1, 0) vs true (−0.5, −1, −2) → r = −3/√21; the prediction is as far from D's
+    //    truth (4) as from its own (4) → not strictly closest → 0.
+    // D: exact → MSE 0, L2 0, Pearson Δ 1, centroid Pearson 1, closest → 1.
+    assert!((c.mse_top20_de - 4.0 / 3.0).abs() < 1e-12);
+    assert!((c.l2_top1000 - 2.0).abs() < 1e-12);
+    assert_eq!(c.pearson_delta, 0.0);
+    assert!((c.pearson_delta_centroid + 3.0 / 21f64.sqrt()).abs() < 1e-12);
+    assert_eq!(c.centroid_accuracy, 0.0);
+    assert_eq!((d.mse_top20_de, d.l2_top1000), (0.0, 0.0));
+    assert!((d.pearson_delta - 1.0).abs() < 1e-12);
+    assert!((d.pearson_delta_centroid - 1.0).abs() < 1e-12);
+    assert_eq!(d.centroid_accuracy, 1.0);
+    assert!(c.overlap_at_n.is_nan(), "no cells scored → NaN");
+    let g = group_means(&s);
+    let u = &g[&PertGroup::UnseenSingle];
+    assert_eq!(u.n_conditions, 2);
+    assert!((u.mse_top20_de - 2.0 / 3.0).abs() < 1e-12);
+    assert!((u.l2_top1000 - 1.0).abs() < 1e-12);
+    assert!((u.centroid_accuracy - 0.5).abs() < 1e-12);
+    assert!((u.pearson_delta_centroid - (1.0 - 3.0 / 21f64.sqrt()) / 2.0).abs() < 1e-12);
+}
