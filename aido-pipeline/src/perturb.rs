@@ -412,39 +412,48 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         v.dedup();
         v
     };
-    let (pert_edges, pert_graph) = match &options.gene_graph {
+    // The perturbation graph spans all of its genes, measured or not (upstream GEARS's
+    // perturbation table covers its whole GO graph): nodes = the data's genes, then the rest.
+    let (pert_edges, pert_nodes, pert_graph) = match &options.gene_graph {
         Some(p) => {
-            let (e, dropped) = perturb::read_gene_graph(p, &data.genes)?;
-            if e.is_empty() {
+            let (e, nodes) = perturb::read_gene_graph_over(p, &data.genes)?;
+            let targets: BTreeSet<usize> = e.iter().map(|e| e.target).collect();
+            let covered = perturbed.iter().filter(|p| targets.contains(p)).count();
+            if covered == 0 {
                 return Err(PipelineError::input(
                     p.display(),
                     format!(
-                        "none of its edges joins two of the data's genes ({dropped} edges dropped)"
+                        "none of its edges reaches one of the {} perturbed genes",
+                        perturbed.len()
                     ),
                 ));
             }
             let note = format!(
-                "{} ({} edges kept, {dropped} outside the data's genes)",
+                "{} ({} edges over {} genes, {} of them not measured; {covered} of {} perturbed genes covered)",
                 p.display(),
-                e.len()
+                e.len(),
+                nodes.len(),
+                nodes.len() - g,
+                perturbed.len()
             );
-            (e, note)
+            (e, nodes, note)
         }
         None => {
-            let (e, _) = perturb::go_graph(&data.genes)?;
+            let (e, nodes) = perturb::go_graph_over(&data.genes)?;
             let targets: BTreeSet<usize> = e.iter().map(|e| e.target).collect();
             let covered = perturbed.iter().filter(|p| targets.contains(p)).count();
             if covered * 2 >= perturbed.len() && !e.is_empty() {
-                (
-                    e,
-                    format!(
-                        "GO Jaccard (shipped; {covered} of {} perturbed genes covered)",
-                        perturbed.len()
-                    ),
-                )
+                let note = format!(
+                    "GO Jaccard (shipped; {} genes, {} of them not measured; {covered} of {} perturbed genes covered)",
+                    nodes.len(),
+                    nodes.len() - g,
+                    perturbed.len()
+                );
+                (e, nodes, note)
             } else {
                 (
                     co_edges.clone(),
+                    data.genes.clone(),
                     format!(
                         "co-expression (fallback: the GO graph covers {covered} of {} perturbed genes)",
                         perturbed.len()
@@ -460,7 +469,13 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         options.coexpress_k,
         pert_edges.len()
     )));
-    let graphs = GearsGraphs::<B>::new(&co_edges, &pert_edges, g, device)?;
+    let graphs = GearsGraphs::<B>::with_perturbation_nodes(
+        &co_edges,
+        &pert_edges,
+        g,
+        pert_nodes.len(),
+        device,
+    )?;
     // Backbone features of a control pool.
     let mut rng = rand::rngs::StdRng::seed_from_u64(options.seed ^ 0x5eed);
     let (backbone_features, backbone_note) = match backbone {
@@ -501,6 +516,7 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         }
     };
     let model_cfg = GearsConfig::new(g)
+        .with_perturbation_nodes(Some(pert_nodes.len()))
         .with_hidden(options.hidden)
         .with_backbone_dim(backbone_features.as_ref().map(|f: &BackboneFeatures| f.dim))
         .with_coexpression(if options.coexpress_all_cells {
@@ -668,7 +684,7 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
         "backbone_precision": backbone.map(|_| options.precision.as_str()),
         "coexpression_graph": {"edges": co_edges.len(), "cells": co_cells, "threshold": options.coexpress_threshold, "k": options.coexpress_k,
             "mode": model_cfg.coexpression.as_str()},
-        "perturbation_graph": {"source": pert_graph, "edges": pert_edges.len()},
+        "perturbation_graph": {"source": pert_graph, "edges": pert_edges.len(), "genes": pert_nodes.len(), "genes_not_measured": pert_nodes.len() - g},
         "fit": fit_cfg,
         "hidden": options.hidden,
         "best_epoch": fitted.best_epoch,
@@ -732,6 +748,7 @@ pub fn perturb_fit_cells<B: AutodiffBackend>(
     let info = PerturbModelInfo {
         format: MODEL_FORMAT.into(),
         genes: data.genes.clone(),
+        perturbation_genes: pert_nodes[g..].to_vec(),
         control_value: options.control_value.clone(),
         hidden: options.hidden,
         backbone_dim: model_cfg.backbone_dim,

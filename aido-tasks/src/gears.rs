@@ -113,6 +113,11 @@ impl<B: Backend> SgGraph<B> {
         }
     }
 
+    /// Nodes of the graph.
+    pub fn nodes(&self) -> usize {
+        self.nodes
+    }
+
     /// The same graph on another backend's device.
     pub fn to_device<B2: Backend>(&self, device: &B2::Device) -> SgGraph<B2> {
         SgGraph::from_host(self.host.clone(), self.nodes, device)
@@ -188,8 +193,14 @@ impl<B: Backend> GearsMlp<B> {
 /// Sizes and options of the GEARS model.
 #[derive(Config, Debug, PartialEq)]
 pub struct GearsConfig {
-    /// Genes `G` (outputs, and the perturbation table).
+    /// Genes `G` (outputs, and the first `G` rows of the perturbation table).
     pub genes: usize,
+    /// Nodes `P ≥ G` of the perturbation graph and rows of the perturbation table: the `G`
+    /// genes, then the graph's genes that were not measured (upstream GEARS's perturbation
+    /// table spans its whole GO graph, so a measured gene keeps its unmeasured GO neighbours).
+    /// `None`: `G`.
+    #[config(default = "None")]
+    pub perturbation_nodes: Option<usize>,
     /// Hidden size `H` (GEARS: 64).
     #[config(default = 64)]
     pub hidden: usize,
@@ -222,7 +233,7 @@ pub struct Gears<B: Backend> {
     pub layers_emb_pos: Vec<SgConv<B>>,
     /// MLP `H → H → H` after adding the positional embeddings.
     pub emb_trans_v2: GearsMlp<B>,
-    /// Perturbation embeddings `[G, H]`.
+    /// Perturbation embeddings `[P, H]` (`P` = [`GearsConfig::perturbation_nodes`]).
     pub pert_emb: Embedding<B>,
     /// SGConv layers over the perturbation graph.
     pub sim_layers: Vec<SgConv<B>>,
@@ -244,6 +255,8 @@ pub struct Gears<B: Backend> {
     pub indv_b2: Param<Tensor<B, 1>>,
     /// Genes `G`.
     pub genes: usize,
+    /// Nodes `P` of the perturbation graph (rows of `pert_emb`).
+    pub pert_nodes: usize,
     /// Hidden size `H`.
     pub hidden: usize,
     /// Whether every cell gets the co-expression propagation ([`CoexpressionMode::AllCells`]).
@@ -284,7 +297,7 @@ impl GearsConfig {
                 })
                 .collect(),
             emb_trans_v2: GearsMlp::new(&[h, h, h], device),
-            pert_emb: emb(g),
+            pert_emb: emb(self.perturbation_nodes.unwrap_or(g).max(g)),
             sim_layers: (0..self.pert_graph_layers)
                 .map(|_| SgConv {
                     lin: LinearConfig::new(h, h).init(device),
@@ -301,6 +314,7 @@ impl GearsConfig {
             indv_w2: xavier([g, h + 1], g * (h + 1), h + 1, device),
             indv_b2: xavier([g], g, 1, device),
             genes: g,
+            pert_nodes: self.perturbation_nodes.unwrap_or(g).max(g),
             hidden: h,
             all_cells: self.coexpression == CoexpressionMode::AllCells,
         }
@@ -324,9 +338,21 @@ impl<B: Backend> GearsGraphs<B> {
         genes: usize,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::with_perturbation_nodes(coexpression, perturbation, genes, genes, device)
+    }
+
+    /// The co-expression graph over `genes` nodes, the perturbation graph over
+    /// `perturbation_nodes` (≥ `genes`: the genes, then the graph's unmeasured genes).
+    pub fn with_perturbation_nodes(
+        coexpression: &[GeneEdge],
+        perturbation: &[GeneEdge],
+        genes: usize,
+        perturbation_nodes: usize,
+        device: &B::Device,
+    ) -> Result<Self> {
         Ok(Self {
             coexpression: SgGraph::new(coexpression, genes, device)?,
-            perturbation: SgGraph::new(perturbation, genes, device)?,
+            perturbation: SgGraph::new(perturbation, perturbation_nodes.max(genes), device)?,
         })
     }
 
@@ -390,11 +416,16 @@ impl<B: Backend> Gears<B> {
         perts: &[Vec<usize>],
         graphs: &GearsGraphs<B>,
     ) -> Option<(Vec<usize>, Tensor<B, 2>)> {
-        let g = self.genes;
-        let cells: Vec<usize> = (0..perts.len()).filter(|&i| !perts[i].is_empty()).collect();
-        if cells.is_empty() {
+        if perts.iter().all(Vec::is_empty) {
             return None;
         }
+        self.sums_from_table(perts, self.perturbation_table(graphs))
+    }
+
+    /// The perturbation table propagated over the perturbation graph, `[P, H]`: what
+    /// [`Gears::perturbation_sums`] sums rows of. It does not depend on the cells, so inference
+    /// over many batches computes it once ([`Gears::forward_with_table`]).
+    pub fn perturbation_table(&self, graphs: &GearsGraphs<B>) -> Tensor<B, 2> {
         let mut pert = max_norm_rows(&self.pert_emb);
         let n = self.sim_layers.len();
         for (i, layer) in self.sim_layers.iter().enumerate() {
@@ -403,17 +434,36 @@ impl<B: Backend> Gears<B> {
                 pert = relu(pert);
             }
         }
-        let k = cells.len();
-        // [k, G] counts of each perturbed cell's genes, times the propagated table.
-        let mut m = vec![0.0f32; k * g];
-        for (r, &c) in cells.iter().enumerate() {
-            for &p in &perts[c] {
-                m[r * g + p] += 1.0;
-            }
+        pert
+    }
+
+    /// Per perturbed cell, the sum of its genes' rows of `table` (gathered, then summed by a
+    /// `[cells, pairs]` 0/1 matrix).
+    fn sums_from_table(
+        &self,
+        perts: &[Vec<usize>],
+        table: Tensor<B, 2>,
+    ) -> Option<(Vec<usize>, Tensor<B, 2>)> {
+        let cells: Vec<usize> = (0..perts.len()).filter(|&i| !perts[i].is_empty()).collect();
+        if cells.is_empty() {
+            return None;
         }
-        let device = pert.device();
-        let sums = Tensor::<B, 2>::from_data(TensorData::new(m, [k, g]), &device).matmul(pert);
-        Some((cells, sums))
+        let k = cells.len();
+        let pairs: Vec<(usize, usize)> = cells
+            .iter()
+            .enumerate()
+            .flat_map(|(r, &c)| perts[c].iter().map(move |&p| (r, p)))
+            .collect();
+        let device = table.device();
+        let idx: Vec<i64> = pairs.iter().map(|&(_, p)| p as i64).collect();
+        let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [pairs.len()]), &device);
+        let rows = table.select(0, idx);
+        let mut a = vec![0.0f32; k * pairs.len()];
+        for (j, &(r, _)) in pairs.iter().enumerate() {
+            a[r * pairs.len() + j] = 1.0;
+        }
+        let a = Tensor::<B, 2>::from_data(TensorData::new(a, [k, pairs.len()]), &device);
+        Some((cells, a.matmul(rows)))
     }
 
     /// Predicted expression `[B, G]` of cells whose control expression is `x [B, G]`
@@ -427,6 +477,20 @@ impl<B: Backend> Gears<B> {
         backbone: Option<Tensor<B, 3>>,
         graphs: &GearsGraphs<B>,
     ) -> Result<Tensor<B, 2>> {
+        self.forward_with_table(x, perts, backbone, graphs, None)
+    }
+
+    /// [`Gears::forward`] with the propagated perturbation table computed beforehand
+    /// ([`Gears::perturbation_table`] of the same model and graphs; `None`: computed here) —
+    /// the same output, for inference over many batches.
+    pub fn forward_with_table(
+        &self,
+        x: Tensor<B, 2>,
+        perts: &[Vec<usize>],
+        backbone: Option<Tensor<B, 3>>,
+        graphs: &GearsGraphs<B>,
+        table: Option<&Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 2>> {
         let [b, g] = x.dims();
         let h = self.hidden;
         let device = x.device();
@@ -437,9 +501,17 @@ impl<B: Backend> Gears<B> {
                 self.genes
             )));
         }
-        if let Some(&p) = perts.iter().flatten().find(|&&p| p >= g) {
+        if let Some(&p) = perts.iter().flatten().find(|&&p| p >= self.pert_nodes) {
             return Err(TaskError::Config(format!(
-                "perturbed gene index {p} outside the {g} genes"
+                "perturbed gene index {p} outside the {} perturbation-graph genes",
+                self.pert_nodes
+            )));
+        }
+        if graphs.perturbation.nodes() != self.pert_nodes {
+            return Err(TaskError::Config(format!(
+                "a perturbation graph of {} nodes for a model of {}",
+                graphs.perturbation.nodes(),
+                self.pert_nodes
             )));
         }
         // 1. gene embeddings [B·G, H].
@@ -489,7 +561,11 @@ impl<B: Backend> Gears<B> {
         let base = base + pos.reshape([b * g, h]).mul_scalar(0.2);
         let base = self.emb_trans_v2.forward(base).reshape([b, g, h]);
         // 3. perturbations: per cell the sum of its genes' propagated embeddings.
-        let base = match self.perturbation_sums(perts, graphs) {
+        let sums = match table {
+            Some(t) => self.sums_from_table(perts, t.clone()),
+            None => self.perturbation_sums(perts, graphs),
+        };
+        let base = match sums {
             None => base,
             Some((cells, sums)) => {
                 let k = cells.len();

@@ -627,14 +627,40 @@ pub fn coexpression_graph(
 /// keeping the edges whose genes are both in `genes` (the rest is counted in the second value).
 /// The shipped GO graph (`aido-tasks/data/go_jaccard_top20.tsv.gz`) is in this format.
 pub fn read_gene_graph(path: &std::path::Path, genes: &[String]) -> Result<(Vec<GeneEdge>, usize)> {
-    use std::io::Read;
+    let (edges, dropped, _) = parse_gene_graph(open_graph(path)?, path, genes, false)?;
+    Ok((edges, dropped))
+}
+
+fn open_graph(path: &std::path::Path) -> Result<Box<dyn std::io::Read>> {
     let file = std::fs::File::open(path).map_err(crate::error::io(path))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+    Ok(if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::MultiGzDecoder::new(file))
     } else {
         Box::new(file)
-    };
-    parse_gene_graph(reader, path, genes)
+    })
+}
+
+/// A gene graph file as [`read_gene_graph`] reads it, over **all** its genes: the nodes are
+/// `genes` (indices `0..genes.len()`) followed by the file's other genes in their first
+/// appearance; every edge is kept. Upstream GEARS's perturbation graph spans its whole GO graph
+/// in this way, so a measured gene keeps the neighbours that were not measured.
+pub fn read_gene_graph_over(
+    path: &std::path::Path,
+    genes: &[String],
+) -> Result<(Vec<GeneEdge>, Vec<String>)> {
+    let (edges, _, nodes) = parse_gene_graph(open_graph(path)?, path, genes, true)?;
+    Ok((edges, nodes))
+}
+
+/// The shipped GO graph over all its genes, as [`read_gene_graph_over`].
+pub fn go_graph_over(genes: &[String]) -> Result<(Vec<GeneEdge>, Vec<String>)> {
+    let (edges, _, nodes) = parse_gene_graph(
+        Box::new(flate2::read::MultiGzDecoder::new(GO_GRAPH_GZ)),
+        std::path::Path::new("<shipped go_jaccard_top20.tsv.gz>"),
+        genes,
+        true,
+    )?;
+    Ok((edges, nodes))
 }
 
 /// The GO-Jaccard graph shipped with the crate (`data/go_jaccard_top20.tsv.gz`: GEARS's rule,
@@ -643,24 +669,30 @@ pub const GO_GRAPH_GZ: &[u8] = include_bytes!("../data/go_jaccard_top20.tsv.gz")
 
 /// The shipped GO graph ([`GO_GRAPH_GZ`]) restricted to `genes`, as [`read_gene_graph`].
 pub fn go_graph(genes: &[String]) -> Result<(Vec<GeneEdge>, usize)> {
-    parse_gene_graph(
+    let (edges, dropped, _) = parse_gene_graph(
         Box::new(flate2::read::MultiGzDecoder::new(GO_GRAPH_GZ)),
         std::path::Path::new("<shipped go_jaccard_top20.tsv.gz>"),
         genes,
-    )
+        false,
+    )?;
+    Ok((edges, dropped))
 }
 
+/// Edges, edges dropped (a gene not in `genes`, when not `extend`), nodes (`genes`, then with
+/// `extend` the file's other genes).
 fn parse_gene_graph(
     reader: Box<dyn std::io::Read + '_>,
     path: &std::path::Path,
     genes: &[String],
-) -> Result<(Vec<GeneEdge>, usize)> {
+    extend: bool,
+) -> Result<(Vec<GeneEdge>, usize, Vec<String>)> {
     use std::io::{BufRead, BufReader};
-    let index: BTreeMap<&str, usize> = genes
+    let mut index: BTreeMap<String, usize> = genes
         .iter()
         .enumerate()
-        .map(|(i, g)| (g.as_str(), i))
+        .map(|(i, g)| (g.clone(), i))
         .collect();
+    let mut nodes = genes.to_vec();
     let bad = |line: usize, why: String| {
         TaskError::Config(format!("{}: line {line}: {why}", path.display()))
     };
@@ -692,6 +724,14 @@ fn parse_gene_graph(
         if !w.is_finite() || w <= 0.0 {
             return Err(bad(no, format!("weight {w} must be finite and > 0")));
         }
+        if extend {
+            for name in [f[0], f[1]] {
+                if !index.contains_key(name) {
+                    index.insert(name.to_string(), nodes.len());
+                    nodes.push(name.to_string());
+                }
+            }
+        }
         match (index.get(f[0]), index.get(f[1])) {
             (Some(&source), Some(&target)) => edges.push(GeneEdge {
                 source,
@@ -701,7 +741,7 @@ fn parse_gene_graph(
             _ => dropped += 1,
         }
     }
-    Ok((edges, dropped))
+    Ok((edges, dropped, nodes))
 }
 
 /// Ahlmann-Eltze, Huber & Anders (2025)'s protocol for double perturbations: every single (and

@@ -934,10 +934,17 @@ fn validation_mse<B: Backend>(
     let device = model.indv_b1.val().device();
     let mut pred_sum: BTreeMap<usize, (Vec<f64>, usize)> = BTreeMap::new();
     let mut true_sum: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    let table = model.perturbation_table(graphs);
     for chunk in val.chunks(batch_size.max(1)) {
         let batch = make_batch::<B>(data, chunk, perts, back, &device);
         let y = host(batch.y.clone())?;
-        let p = host(model.forward(batch.x, &batch.perts, batch.features, graphs)?)?;
+        let p = host(model.forward_with_table(
+            batch.x,
+            &batch.perts,
+            batch.features,
+            graphs,
+            Some(&table),
+        )?)?;
         for (r, e) in chunk.iter().enumerate() {
             let (ps, n) = pred_sum
                 .entry(e.condition)
@@ -984,6 +991,8 @@ pub fn predict_means<B: Backend>(
     // Each pool batch is uploaded once and run for every condition (batches outer), so one
     // batch of inputs is held; every condition's sum still adds its batches in pool order.
     let mut sums = vec![vec![0.0f64; g]; conditions.len()];
+    // The propagated perturbation table depends on the model and the graph only: once.
+    let table = model.perturbation_table(graphs);
     for start in (0..p).step_by(bs) {
         let end = (start + bs).min(p);
         let b = end - start;
@@ -999,7 +1008,13 @@ pub fn predict_means<B: Backend>(
         });
         for (pert, sum) in conditions.iter().zip(&mut sums) {
             let perts = vec![pert.clone(); b];
-            let y = host(model.forward(x.clone(), &perts, feats.clone(), graphs)?)?;
+            let y = host(model.forward_with_table(
+                x.clone(),
+                &perts,
+                feats.clone(),
+                graphs,
+                Some(&table),
+            )?)?;
             for row in y.chunks_exact(g) {
                 for (s, v) in sum.iter_mut().zip(row) {
                     *s += f64::from(*v);
@@ -1030,6 +1045,10 @@ pub struct PerturbModelInfo {
     pub format: String,
     /// The genes, in output order.
     pub genes: Vec<String>,
+    /// The perturbation graph's genes after `genes` (not measured; upstream's perturbation
+    /// table spans its GO graph). Empty: the graph is over `genes` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub perturbation_genes: Vec<String>,
     /// The control value of the condition names.
     pub control_value: String,
     /// Hidden size.
@@ -1045,9 +1064,17 @@ pub struct PerturbModelInfo {
 }
 
 impl PerturbModelInfo {
+    /// The nodes of the perturbation graph: `genes`, then `perturbation_genes`.
+    pub fn perturbation_nodes(&self) -> Vec<String> {
+        let mut v = self.genes.clone();
+        v.extend(self.perturbation_genes.iter().cloned());
+        v
+    }
+
     /// The model configuration.
     pub fn config(&self) -> GearsConfig {
         GearsConfig::new(self.genes.len())
+            .with_perturbation_nodes(Some(self.genes.len() + self.perturbation_genes.len()))
             .with_hidden(self.hidden)
             .with_backbone_dim(self.backbone_dim)
             .with_coexpression(self.coexpression)
@@ -1116,7 +1143,7 @@ pub fn save_model<B: Backend>(dir: &Path, m: &PerturbModel<B>) -> Result<()> {
     write_graph(
         &partial.join("perturbation_graph.tsv"),
         &m.perturbation_edges,
-        genes,
+        &m.info.perturbation_nodes(),
     )?;
     let g = genes.len();
     let p = m.pool_x.len() / g.max(1);
@@ -1168,8 +1195,10 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<PerturbM
     let model = info.config().init::<B>(device).load_record(record);
     let (co, _) =
         crate::perturb::read_gene_graph(&dir.join("coexpression_graph.tsv"), &info.genes)?;
-    let (pe, _) =
-        crate::perturb::read_gene_graph(&dir.join("perturbation_graph.tsv"), &info.genes)?;
+    let (pe, _) = crate::perturb::read_gene_graph(
+        &dir.join("perturbation_graph.tsv"),
+        &info.perturbation_nodes(),
+    )?;
     let cp = dir.join("controls.safetensors");
     let bytes = fs::read(&cp).map_err(io(&cp))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| ckpt_err(&cp, e))?;
@@ -1204,7 +1233,13 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<PerturbM
         Some(d) => Some(read("backbone", &[p, g, d])?),
         None => None,
     };
-    let graphs = GearsGraphs::new(&co, &pe, g, device)?;
+    let graphs = GearsGraphs::with_perturbation_nodes(
+        &co,
+        &pe,
+        g,
+        g + info.perturbation_genes.len(),
+        device,
+    )?;
     Ok(PerturbModel {
         model,
         info,

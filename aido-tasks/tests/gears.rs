@@ -204,6 +204,55 @@ fn max_norm_rows_are_renormalized_in_place_as_torch_does() {
     }
 }
 
+/// A perturbation graph over more nodes than genes: a measured gene's unmeasured partner feeds
+/// its perturbation embedding through the SGConv (upstream's GO graph spans unmeasured genes).
+#[test]
+fn unmeasured_graph_genes_feed_the_perturbation_embedding() {
+    let dev = Default::default();
+    B::seed(&dev, 3);
+    let m = GearsConfig::new(3)
+        .with_hidden(4)
+        .with_perturbation_nodes(Some(5))
+        .init::<B>(&dev);
+    assert_eq!(m.pert_emb.weight.dims(), [5, 4]);
+    // gene 0 ← node 4 (unmeasured) only; node 3 (unmeasured) reaches nobody.
+    let pe = [edge(4, 0, 1.0)];
+    let graphs = GearsGraphs::<B>::with_perturbation_nodes(&[], &pe, 3, 5, &dev).unwrap();
+    let sums = |m: &Gears<B>| host(m.perturbation_sums(&[vec![0]], &graphs).unwrap().1);
+    let base = sums(&m);
+    let bump = |m: Gears<B>, row: usize| {
+        let mut m = m;
+        m.pert_emb.weight = m.pert_emb.weight.map(|w| {
+            let mut v = host(w);
+            v[row * 4] += 0.5;
+            Tensor::from_data(TensorData::new(v, [5, 4]), &dev)
+        });
+        m
+    };
+    let m4 = bump(m.clone(), 4);
+    assert_ne!(sums(&m4), base, "node 4 feeds gene 0");
+    let m3 = bump(m, 3);
+    assert_eq!(sums(&m3), base, "node 3 has no edge to gene 0");
+    // The table computed once (inference) gives the same output as computed per forward.
+    let x = x_rows(3).slice([0..3, 0..3]);
+    let perts = [vec![0], vec![], vec![2, 4]];
+    let table = m4.perturbation_table(&graphs);
+    let once = host(
+        m4.forward_with_table(x.clone(), &perts, None, &graphs, Some(&table))
+            .unwrap(),
+    );
+    let each = host(m4.forward(x, &perts, None, &graphs).unwrap());
+    assert_eq!(once, each);
+    // A graph of another size is refused by the model.
+    let small = GearsGraphs::<B>::new(&[], &[], 3, &dev).unwrap();
+    let x = Tensor::<B, 2>::zeros([2, 3], &dev);
+    let e = m4
+        .forward(x, &[vec![0], vec![]], None, &small)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("perturbation graph of 3 nodes"), "{e}");
+}
+
 fn x_rows(b: usize) -> Tensor<B, 2> {
     let v: Vec<f32> = (0..b * 6).map(|i| (i % 6) as f32 * 0.3).collect();
     Tensor::from_data(TensorData::new(v, [b, 6]), &Default::default())
@@ -422,9 +471,22 @@ fn fit_save_load_predict_round_trip() {
     let split = simulation_split(&data.conditions, 1, 0.75, 0.75).unwrap();
     let dev = Default::default();
     let co = perturb_fit_coexpression(&data);
-    let graphs = GearsGraphs::<Autodiff<B>>::new(&co, &co, 40, &dev).unwrap();
+    // The perturbation graph over the genes and three genes not measured (nodes 40..43), as
+    // upstream's GO graph spans genes the screen did not measure: gene 0's only partners are
+    // unmeasured.
+    let mut pe: Vec<GeneEdge> = co.iter().filter(|e| e.target != 0).cloned().collect();
+    pe.extend([
+        edge(40, 0, 0.8),
+        edge(41, 0, 0.5),
+        edge(0, 42, 0.3),
+        edge(42, 1, 0.6),
+    ]);
+    let graphs =
+        GearsGraphs::<Autodiff<B>>::with_perturbation_nodes(&co, &pe, 40, 43, &dev).unwrap();
     let inputs = FitInputs {
-        model: GearsConfig::new(40).with_hidden(8),
+        model: GearsConfig::new(40)
+            .with_hidden(8)
+            .with_perturbation_nodes(Some(43)),
         fit: FitConfig {
             epochs: 2,
             batch_size: 16,
@@ -439,6 +501,7 @@ fn fit_save_load_predict_round_trip() {
     let fitted = perturb_fit::fit::<Autodiff<B>>(&data, &inputs, &dev, |_| epochs += 1).unwrap();
     assert_eq!(epochs, 2);
     assert_eq!(fitted.pool.len(), 10);
+    assert_eq!(fitted.model.pert_emb.weight.dims(), [43, 8]);
     // torch's max_norm embeddings are renormalized in their stored rows on every forward: the
     // fitted tables hold rows of norm ≤ 1 (their N(0, 1) initial rows have norm ≈ √H).
     for (name, w) in [
@@ -467,6 +530,7 @@ fn fit_save_load_predict_round_trip() {
     let info = perturb_fit::PerturbModelInfo {
         format: perturb_fit::MODEL_FORMAT.into(),
         genes: data.genes.clone(),
+        perturbation_genes: vec!["U1".into(), "U2".into(), "U3".into()],
         control_value: "ctrl".into(),
         hidden: 8,
         backbone_dim: None,
@@ -478,14 +542,17 @@ fn fit_save_load_predict_round_trip() {
         model: fitted.model,
         info,
         graphs: inner,
-        coexpression_edges: co.clone(),
-        perturbation_edges: co,
+        coexpression_edges: co,
+        perturbation_edges: pe,
         pool_x,
         pool_features: None,
     };
     let folder = dir.path().join("model");
+    let m_edges = m.perturbation_edges.len();
     perturb_fit::save_model(&folder, &m).unwrap();
     let back: perturb_fit::PerturbModel<B> = perturb_fit::load_model(&folder, &dev).unwrap();
+    assert_eq!(back.graphs.perturbation.nodes(), 43);
+    assert_eq!(back.perturbation_edges.len(), m_edges);
     let after =
         perturb_fit::predict_means(&back.model, &back.graphs, &back.pool_x, None, &lists, 4)
             .unwrap();

@@ -282,6 +282,24 @@ fn shipped_go_graph_reads_and_bad_graph_files_are_refused_by_line() {
         edges.iter().any(|e| e.source == 1 && e.target == 0),
         "CEBPA → CEBPB"
     );
+    // Over all its genes: every edge kept, the measured genes first, then the rest.
+    let (all, nodes) = aido_tasks::perturb::read_gene_graph_over(path, &genes).unwrap();
+    assert_eq!(all.len(), 386_662);
+    assert_eq!(&nodes[..5], &genes[..]);
+    assert!(nodes.len() > 18_000, "{} nodes", nodes.len());
+    assert!(
+        all.iter()
+            .all(|e| e.source < nodes.len() && e.target < nodes.len())
+    );
+    let cebpb: Vec<&str> = all
+        .iter()
+        .filter(|e| e.target == 0)
+        .map(|e| nodes[e.source].as_str())
+        .collect();
+    assert_eq!(cebpb.len(), 21, "top 20 partners and itself");
+    assert!(cebpb.contains(&"CEBPA"));
+    let (go, go_nodes) = aido_tasks::perturb::go_graph_over(&genes).unwrap();
+    assert_eq!((go.len(), go_nodes.len()), (all.len(), nodes.len()));
     let dir = tempfile::tempdir().unwrap();
     for (body, needle) in [
         ("a\tb\tw\nA\tB\t1\n", "line 1"),
