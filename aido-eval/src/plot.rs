@@ -312,7 +312,7 @@ pub fn interval_panels_png(
     font_ready()?;
     let columns = columns.max(1);
     let rows = panels.len().div_ceil(columns).max(1);
-    let (pw, ph) = (520u32, 380u32);
+    let (pw, ph) = (520u32, 430u32);
     let (w, h) = (pw * columns as u32, ph * rows as u32 + 60);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
@@ -344,7 +344,7 @@ pub fn interval_panels_png(
             let mut chart = ChartBuilder::on(area)
                 .caption(&p.title, ("sans-serif", 22))
                 .margin(12)
-                .x_label_area_size(60)
+                .x_label_area_size(110)
                 .y_label_area_size(60)
                 .build_cartesian_2d(-0.5f64..n as f64 - 0.5, lo - pad..hi + pad)
                 .map_err(|e| err(path, e))?;
@@ -360,7 +360,12 @@ pub fn interval_panels_png(
                         String::new()
                     }
                 })
-                .x_label_style(("sans-serif", 12))
+                // vertical: seven method names side by side do not fit across a panel
+                .x_label_style(
+                    ("sans-serif", 14)
+                        .into_font()
+                        .transform(FontTransform::Rotate90),
+                )
                 .y_label_style(("sans-serif", 14))
                 .draw()
                 .map_err(|e| err(path, e))?;
