@@ -51,11 +51,18 @@ fn counts_csv(case: &str, dir: &Path) -> PathBuf {
     p
 }
 
+/// `aido ARGS EXTRA…` on the device under test (see [`embed`]): a test comparing two runs
+/// compares them on one backend.
 fn run(args: &[&str], extra: &[&Path]) -> Output {
     let mut c = aido();
     c.args(args);
     for p in extra {
         c.arg(p);
+    }
+    if let Ok(d) = std::env::var("AIDO_TEST_DEVICE")
+        && !args.contains(&"--device")
+    {
+        c.args(["--device", &d]);
     }
     c.output().unwrap()
 }
