@@ -153,6 +153,58 @@ impl<B: Backend> SgConv<B> {
     }
 }
 
+/// torch's `BatchNorm1d` over the rows of `x [N, C]`: in training (an autodiff backend) the
+/// batch statistics over the `N` rows normalize, and the running statistics move by the
+/// module's momentum towards the batch mean and the **unbiased** batch variance
+/// (`var · N / (N − 1)`, as torch keeps it; burn's `BatchNorm` keeps the biased one, which
+/// differs by 3 % for the 32 rows of a batch's cross-gene state); outside training the running
+/// statistics normalize. The same arithmetic as burn's module, reduced along the rows of the
+/// contiguous input instead of through a transposed copy of it.
+pub fn batch_norm_rows<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let n = x.dims()[0];
+    batch_norm_rows_of(bn, x, n)
+}
+
+/// [`batch_norm_rows`] of `x [N, C]` standing for a batch of `n` rows made of copies of its
+/// rows, each repeated `n / N` times (the learned gene embeddings of every cell): the same
+/// statistics; `n` sets the running variance's `n / (n − 1)`.
+fn batch_norm_rows_of<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 2>, n: usize) -> Tensor<B, 2> {
+    let device = x.device();
+    let c = x.dims()[1];
+    let (mean, var) = if B::ad_enabled(&device) {
+        let mean = x.clone().mean_dim(0);
+        let var = (x.clone() - mean.clone()).square().mean_dim(0);
+        let unbias = if n > 1 {
+            n as f64 / (n - 1) as f64
+        } else {
+            1.0
+        };
+        let m = bn.momentum;
+        let rm = bn
+            .running_mean
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            + mean.clone().detach().reshape([c]).mul_scalar(m);
+        let rv = bn
+            .running_var
+            .value_sync()
+            .to_device(&device)
+            .mul_scalar(1.0 - m)
+            + var.clone().detach().reshape([c]).mul_scalar(m * unbias);
+        bn.running_mean.update(rm.detach());
+        bn.running_var.update(rv.detach());
+        (mean, var)
+    } else {
+        (
+            bn.running_mean.value().to_device(&device).reshape([1, c]),
+            bn.running_var.value().to_device(&device).reshape([1, c]),
+        )
+    };
+    let std = var.add_scalar(bn.epsilon).sqrt();
+    (x - mean) / std * bn.gamma.val().reshape([1, c]) + bn.beta.val().reshape([1, c])
+}
+
 /// GEARS's `MLP(sizes)`: `Linear → BatchNorm → ReLU` per layer, the last ReLU dropped.
 #[derive(Module, Debug)]
 pub struct GearsMlp<B: Backend> {
@@ -181,13 +233,20 @@ impl<B: Backend> GearsMlp<B> {
     pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
         let n = self.linears.len();
         for (i, (l, bn)) in self.linears.iter().zip(&self.norms).enumerate() {
-            x = bn.forward(l.forward(x));
+            x = batch_norm_rows(bn, l.forward(x));
             if i + 1 < n {
                 x = relu(x);
             }
         }
         x
     }
+}
+
+/// The gene embeddings after their batch norm: one `[G, H]` table shared by the cells (learned)
+/// or `[B·G, H]` (a backbone's, per cell).
+enum GeneBase<B: Backend> {
+    Shared(Tensor<B, 2>),
+    PerCell(Tensor<B, 2>),
 }
 
 /// Sizes and options of the GEARS model.
@@ -380,15 +439,16 @@ fn max_norm_rows<B: Backend>(e: &Embedding<B>) -> Tensor<B, 2> {
 fn renormalize_rows<B: Backend>(e: Embedding<B>) -> Embedding<B> {
     let weight = e.weight.map(|w| {
         let req = w.is_require_grad();
-        let device = w.device();
-        let w = w.detach();
+        // Untracked (burn's `detach` keeps the gradient requirement, and ops on a tracked
+        // tensor leave a non-leaf that cannot become a parameter again): the arithmetic stays
+        // on the device and the result is a fresh leaf.
+        let w = w.set_require_grad(false);
         let norm = w.clone().powf_scalar(2.0).sum_dim(1).sqrt();
         let over = norm.clone().greater_elem(1.0);
         let scale = norm
             .ones_like()
             .mask_where(over, norm.add_scalar(1e-7).recip());
-        // A fresh leaf (ops on the autodiff backend leave a non-leaf that cannot track again).
-        let w = Tensor::from_data((w * scale).into_data(), &device);
+        let w = w * scale;
         if req { w.require_grad() } else { w }
     });
     Embedding { weight }
@@ -514,12 +574,15 @@ impl<B: Backend> Gears<B> {
                 self.pert_nodes
             )));
         }
-        // 1. gene embeddings [B·G, H].
-        let emb = match (&self.gene_emb, &self.gene_proj, backbone) {
-            (Some(e), _, _) => max_norm_rows(e)
-                .unsqueeze_dim::<3>(0)
-                .expand([b, g, h])
-                .reshape([b * g, h]),
+        // 1. gene embeddings: `[G, H]` when learned (the same rows for every cell: batch norm
+        // over the B·G rows of B copies has the statistics of the G rows, so it runs on them
+        // and the copies are made once, below), `[B·G, H]` from a backbone.
+        let base = match (&self.gene_emb, &self.gene_proj, backbone) {
+            (Some(e), _, _) => GeneBase::Shared(relu(batch_norm_rows_of(
+                &self.bn_emb,
+                max_norm_rows(e),
+                b * g,
+            ))),
             (None, Some(p), Some(f)) => {
                 let [fb, fg, d] = f.dims();
                 if fb != b || fg != g {
@@ -527,7 +590,8 @@ impl<B: Backend> Gears<B> {
                         "backbone gene embeddings [{fb}, {fg}, {d}] for x [{b}, {g}]"
                     )));
                 }
-                p.forward(f.reshape([b * g, d]))
+                let emb = p.forward(f.reshape([b * g, d]));
+                GeneBase::PerCell(relu(batch_norm_rows(&self.bn_emb, emb)))
             }
             _ => {
                 return Err(TaskError::Config(
@@ -536,7 +600,6 @@ impl<B: Backend> Gears<B> {
                 ));
             }
         };
-        let base = relu(self.bn_emb.forward(emb));
         // 2. positional embeddings over the co-expression graph.
         let pos0 = max_norm_rows(&self.emb_pos);
         let propagate = |mut pos: Tensor<B, 2>, graph: Option<&SgGraph<B>>| {
@@ -549,16 +612,36 @@ impl<B: Backend> Gears<B> {
             }
             pos
         };
-        let with_graph = propagate(pos0.clone(), Some(&graphs.coexpression));
-        let pos = if self.all_cells || b == 1 {
-            with_graph.unsqueeze_dim::<3>(0).expand([b, g, h])
-        } else {
-            let rest = propagate(pos0, None)
+        let with_graph = propagate(pos0.clone(), Some(&graphs.coexpression)).mul_scalar(0.2);
+        // `[G, H]` rows of the first cell and of the others: the same unless first-cell mode.
+        let rest = (!(self.all_cells || b == 1)).then(|| propagate(pos0, None).mul_scalar(0.2));
+        let base = match (base, rest) {
+            (GeneBase::Shared(e), None) => (e + with_graph)
                 .unsqueeze_dim::<3>(0)
-                .expand([b - 1, g, h]);
-            Tensor::cat(vec![with_graph.unsqueeze_dim::<3>(0), rest], 0)
+                .expand([b, g, h])
+                .reshape([b * g, h]),
+            (GeneBase::Shared(e), Some(rest)) => Tensor::cat(
+                vec![
+                    (e.clone() + with_graph).unsqueeze_dim::<3>(0),
+                    (e + rest).unsqueeze_dim::<3>(0).expand([b - 1, g, h]),
+                ],
+                0,
+            )
+            .reshape([b * g, h]),
+            (GeneBase::PerCell(e), rest) => {
+                let pos = match rest {
+                    None => with_graph.unsqueeze_dim::<3>(0).expand([b, g, h]),
+                    Some(rest) => Tensor::cat(
+                        vec![
+                            with_graph.unsqueeze_dim::<3>(0),
+                            rest.unsqueeze_dim::<3>(0).expand([b - 1, g, h]),
+                        ],
+                        0,
+                    ),
+                };
+                e + pos.reshape([b * g, h])
+            }
         };
-        let base = base + pos.reshape([b * g, h]).mul_scalar(0.2);
         let base = self.emb_trans_v2.forward(base).reshape([b, g, h]);
         // 3. perturbations: per cell the sum of its genes' propagated embeddings.
         let sums = match table {
@@ -588,20 +671,22 @@ impl<B: Backend> Gears<B> {
             }
         };
         // 4. decoders.
-        let base = relu(self.bn_pert_base.forward(base.reshape([b * g, h])));
+        let base = relu(batch_norm_rows(
+            &self.bn_pert_base,
+            base.reshape([b * g, h]),
+        ));
         let out = self.recovery_w.forward(base).reshape([b, g, h]);
         let w1 = self.indv_w1.val().unsqueeze_dim::<3>(0);
         let out = (out * w1).sum_dim(2).reshape([b, g]) + self.indv_b1.val().unsqueeze_dim(0);
         let cross = self.cross_gene_state.forward(out.clone()); // [B, H]
-        let cat = Tensor::cat(
-            vec![
-                out.unsqueeze_dim::<3>(2),
-                cross.unsqueeze_dim::<3>(1).expand([b, g, h]),
-            ],
-            2,
-        ); // [B, G, H + 1]
-        let w2 = self.indv_w2.val().unsqueeze_dim::<3>(0);
-        let delta = (cat * w2).sum_dim(2).reshape([b, g]) + self.indv_b2.val().unsqueeze_dim(0);
+        // GEARS concatenates [out, cross] per gene, `[B, G, H + 1]`, and sums its product with
+        // `indv_w2 [G, H + 1]` over the last axis: the same sum written as the gene's own term
+        // plus a matmul of the cross-gene state with the other H columns.
+        let w2 = self.indv_w2.val();
+        let w2_own = w2.clone().slice([0..g, 0..1]).reshape([1, g]);
+        let w2_cross = w2.slice([0..g, 1..h + 1]); // [G, H]
+        let delta =
+            out * w2_own + cross.matmul(w2_cross.transpose()) + self.indv_b2.val().unsqueeze_dim(0);
         // 5. control + change.
         Ok(x + delta)
     }

@@ -604,3 +604,262 @@ fn user_split_groups_and_control_rule() {
     parts.remove("A+B");
     assert!(user_split(&conds, &parts).is_err());
 }
+
+/// Host f64 matrices for the written-out GEARS forward below.
+struct M {
+    r: usize,
+    c: usize,
+    v: Vec<f64>,
+}
+
+impl M {
+    fn of<Bk: Backend, const D: usize>(t: Tensor<Bk, D>, r: usize, c: usize) -> M {
+        let v: Vec<f32> = t.into_data().convert::<f32>().into_vec().unwrap();
+        assert_eq!(v.len(), r * c);
+        M {
+            r,
+            c,
+            v: v.into_iter().map(f64::from).collect(),
+        }
+    }
+    fn at(&self, i: usize, j: usize) -> f64 {
+        self.v[i * self.c + j]
+    }
+    fn map(&self, f: impl Fn(usize, usize, f64) -> f64) -> M {
+        let v = (0..self.r * self.c)
+            .map(|k| f(k / self.c, k % self.c, self.v[k]))
+            .collect();
+        M {
+            r: self.r,
+            c: self.c,
+            v,
+        }
+    }
+    fn rows(&self, idx: &[usize]) -> M {
+        let v = idx
+            .iter()
+            .flat_map(|&i| self.v[i * self.c..(i + 1) * self.c].to_vec())
+            .collect();
+        M {
+            r: idx.len(),
+            c: self.c,
+            v,
+        }
+    }
+}
+
+/// `x W + b` with burn's `[in, out]` weight.
+fn linear_host<Bk: Backend>(l: &aido_model::burn::nn::Linear<Bk>, x: &M) -> M {
+    let [i, o] = l.weight.val().dims();
+    assert_eq!(i, x.c);
+    let w = M::of(l.weight.val(), i, o);
+    let b = l.bias.as_ref().map(|b| M::of(b.val(), 1, o));
+    M {
+        r: x.r,
+        c: o,
+        v: (0..x.r * o)
+            .map(|k| {
+                let (r, j) = (k / o, k % o);
+                (0..i).map(|t| x.at(r, t) * w.at(t, j)).sum::<f64>()
+                    + b.as_ref().map_or(0.0, |b| b.at(0, j))
+            })
+            .collect(),
+    }
+}
+
+/// torch's `BatchNorm1d` in training: batch mean and biased batch variance over the rows;
+/// returns the output and what torch's running statistics become from their initial (0, 1)
+/// with momentum 0.1 (the **unbiased** variance).
+fn batch_norm_host<Bk: Backend>(
+    bn: &aido_model::burn::nn::BatchNorm<Bk>,
+    x: &M,
+) -> (M, Vec<f64>, Vec<f64>) {
+    let n = x.r as f64;
+    let mean: Vec<f64> = (0..x.c)
+        .map(|j| (0..x.r).map(|i| x.at(i, j)).sum::<f64>() / n)
+        .collect();
+    let var: Vec<f64> = (0..x.c)
+        .map(|j| {
+            (0..x.r)
+                .map(|i| (x.at(i, j) - mean[j]).powi(2))
+                .sum::<f64>()
+                / n
+        })
+        .collect();
+    let gamma = M::of(bn.gamma.val(), 1, x.c);
+    let beta = M::of(bn.beta.val(), 1, x.c);
+    let y = x.map(|_, j, v| {
+        (v - mean[j]) / (var[j] + bn.epsilon).sqrt() * gamma.at(0, j) + beta.at(0, j)
+    });
+    let rm = mean.iter().map(|m| 0.1 * m).collect();
+    let rv = var.iter().map(|v| 0.9 + 0.1 * v * n / (n - 1.0)).collect();
+    (y, rm, rv)
+}
+
+fn mlp_host<Bk: Backend>(m: &aido_tasks::gears::GearsMlp<Bk>, x: &M) -> M {
+    let mut x = x.map(|_, _, v| v);
+    for (i, (l, bn)) in m.linears.iter().zip(&m.norms).enumerate() {
+        x = batch_norm_host(bn, &linear_host(l, &x)).0;
+        if i + 1 < m.linears.len() {
+            x = x.map(|_, _, v| v.max(0.0));
+        }
+    }
+    x
+}
+
+/// torch's `max_norm=True` lookup of every row: rows of norm > 1 scaled to norm 1.
+fn max_norm_host<Bk: Backend>(e: &aido_model::burn::nn::Embedding<Bk>) -> M {
+    let [r, c] = e.weight.val().dims();
+    let w = M::of(e.weight.val(), r, c);
+    w.map(|i, _, v| {
+        let n = (0..c).map(|j| w.at(i, j).powi(2)).sum::<f64>().sqrt();
+        if n > 1.0 { v / n } else { v }
+    })
+}
+
+/// The training-mode forward (batch statistics) equals GEARS's `GEARS_Model.forward` written
+/// out from `gears/model.py` in f64 on the host — the gene embeddings repeated for every cell
+/// and batch-normed over all `B·G` rows, the positional embeddings (first-cell quirk and
+/// corrected), the summed perturbations through `pert_fuse`, `bn_pert_base`, `recovery_w`,
+/// the first decoder, the cross-gene state concatenated to every gene and the second decoder
+/// — and the batch norms' running statistics move as torch's do (momentum 0.1, unbiased
+/// variance). The SGConv propagation is the one checked against PyG's formula above.
+#[test]
+fn training_forward_is_gears_model_py_written_out() {
+    type A = Autodiff<B>;
+    for mode in [CoexpressionMode::FirstCell, CoexpressionMode::AllCells] {
+        let dev = Default::default();
+        A::seed(&dev, 5);
+        let (g, h, b) = (6, 8, 4);
+        let m = GearsConfig::new(g)
+            .with_hidden(h)
+            .with_coexpression(mode)
+            .init::<A>(&dev)
+            .renormalize_embeddings();
+        let co = [
+            edge(0, 1, 0.9),
+            edge(1, 0, 0.9),
+            edge(2, 3, 0.7),
+            edge(4, 5, 0.6),
+        ];
+        let pe = [edge(0, 2, 0.5), edge(3, 1, 0.4), edge(5, 4, 0.3)];
+        let graphs = GearsGraphs::<A>::new(&co, &pe, g, &dev).unwrap();
+        let xv: Vec<f32> = (0..b * g).map(|i| ((i * 5) % 7) as f32 * 0.25).collect();
+        let x = Tensor::<A, 2>::from_data(TensorData::new(xv.clone(), [b, g]), &dev);
+        let perts = vec![vec![1], vec![], vec![1, 4], vec![2]];
+        let got = M::of(m.forward(x, &perts, None, &graphs).unwrap(), b, g);
+
+        // 1. learned gene embeddings of every cell, batch norm over B·G rows, ReLU.
+        let emb = max_norm_host(m.gene_emb.as_ref().unwrap());
+        let rep: Vec<usize> = (0..b * g).map(|k| k % g).collect();
+        let (base, _, _) = batch_norm_host(&m.bn_emb, &emb.rows(&rep));
+        let base = base.map(|_, _, v| v.max(0.0));
+        // 2. positional embeddings: SGConv over the co-expression graph for the first cell
+        // (every cell when corrected), PyG's unit self-loop (`Lin(x)`) for the others.
+        let pos0 = max_norm_host(&m.emb_pos);
+        let lin = &m.layers_emb_pos[0].lin;
+        let device_rows = |e: &M| {
+            let v: Vec<f32> = e.v.iter().map(|&v| v as f32).collect();
+            Tensor::<A, 2>::from_data(TensorData::new(v, [e.r, e.c]), &dev)
+        };
+        let prop = M::of(graphs.coexpression.propagate(device_rows(&pos0)), g, h);
+        let with_graph = linear_host(lin, &prop);
+        let without = linear_host(lin, &pos0);
+        let base = base.map(|k, j, v| {
+            let (cell, gene) = (k / g, k % g);
+            let p = if cell == 0 || mode == CoexpressionMode::AllCells {
+                with_graph.at(gene, j)
+            } else {
+                without.at(gene, j)
+            };
+            v + 0.2 * p
+        });
+        let base = mlp_host(&m.emb_trans_v2, &base);
+        // 3. perturbations: the propagated table, summed per cell, pert_fuse over the
+        // perturbed cells, added to every gene of the cell.
+        let table = linear_host(
+            &m.sim_layers[0].lin,
+            &M::of(
+                graphs
+                    .perturbation
+                    .propagate(device_rows(&max_norm_host(&m.pert_emb))),
+                g,
+                h,
+            ),
+        );
+        let perturbed: Vec<usize> = (0..b).filter(|&c| !perts[c].is_empty()).collect();
+        let sums = M {
+            r: perturbed.len(),
+            c: h,
+            v: perturbed
+                .iter()
+                .flat_map(|&c| {
+                    let (t, ps) = (&table, &perts[c]);
+                    (0..h).map(move |j| ps.iter().map(|&p| t.at(p, j)).sum::<f64>())
+                })
+                .collect(),
+        };
+        let fused = mlp_host(&m.pert_fuse, &sums);
+        let base = base.map(|k, j, v| {
+            let cell = k / g;
+            v + perturbed
+                .iter()
+                .position(|&c| c == cell)
+                .map_or(0.0, |r| fused.at(r, j))
+        });
+        // 4. bn_pert_base, ReLU, recovery_w, the first per-gene decoder.
+        let (base, _, _) = batch_norm_host(&m.bn_pert_base, &base);
+        let rec = mlp_host(&m.recovery_w, &base.map(|_, _, v| v.max(0.0)));
+        let w1 = M::of(m.indv_w1.val(), g, h);
+        let b1 = M::of(m.indv_b1.val(), 1, g);
+        let out = M {
+            r: b,
+            c: g,
+            v: (0..b * g)
+                .map(|k| {
+                    let gene = k % g;
+                    (0..h).map(|j| rec.at(k, j) * w1.at(gene, j)).sum::<f64>() + b1.at(0, gene)
+                })
+                .collect(),
+        };
+        // 5. the cross-gene state concatenated to every gene, the second decoder, x + change.
+        let cross = mlp_host(&m.cross_gene_state, &out);
+        let w2 = M::of(m.indv_w2.val(), g, h + 1);
+        let b2 = M::of(m.indv_b2.val(), 1, g);
+        let want = out.map(|cell, gene, o| {
+            let cat = (0..=h).map(|j| {
+                let v = if j == 0 { o } else { cross.at(cell, j - 1) };
+                v * w2.at(gene, j)
+            });
+            f64::from(xv[cell * g + gene]) + cat.sum::<f64>() + b2.at(0, gene)
+        });
+        for k in 0..b * g {
+            assert!(
+                (got.v[k] - want.v[k]).abs() <= 1e-4 * (1.0 + want.v[k].abs()),
+                "{mode:?} cell {} gene {}: {} vs GEARS {}",
+                k / g,
+                k % g,
+                got.v[k],
+                want.v[k]
+            );
+        }
+        // The running statistics, as torch's: the cross-gene state's first batch norm (4 rows:
+        // biased and unbiased variance differ by 4/3) and bn_emb (B·G rows of copies).
+        let cross_in = linear_host(&m.cross_gene_state.linears[0], &out);
+        let (_, rm, rv) = batch_norm_host(&m.cross_gene_state.norms[0], &cross_in);
+        let (_, em, ev) = batch_norm_host(&m.bn_emb, &emb.rows(&rep));
+        for (bn, rm, rv) in [(&m.cross_gene_state.norms[0], rm, rv), (&m.bn_emb, em, ev)] {
+            let got_m = M::of(bn.running_mean.value_sync(), 1, h);
+            let got_v = M::of(bn.running_var.value_sync(), 1, h);
+            for j in 0..h {
+                assert!((got_m.v[j] - rm[j]).abs() < 1e-5, "running mean {j}");
+                assert!(
+                    (got_v.v[j] - rv[j]).abs() < 1e-5 * (1.0 + rv[j]),
+                    "running var {j}: {} vs torch {}",
+                    got_v.v[j],
+                    rv[j]
+                );
+            }
+        }
+    }
+}
