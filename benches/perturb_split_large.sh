@@ -5,7 +5,7 @@
 # EPOCHS training epochs (GEARS's 20 by default; fewer to time a session-sized run: the report's
 # epochs_log gives the seconds per epoch). Prints the report's stage_seconds (prepare, fit,
 # predict, baselines, scoring and the Wilcoxon tests inside it) and, with PYTHON (an interpreter
-# with pdex 0.3 / anndata), pdex's time on the same split's real cells (the test conditions and
+# with pdex 0.3 / anndata), aido's and pdex's DE time on the same split's real cells (the test conditions and
 # the controls, log-normalised as the fit does) at 1 and 2 threads.
 #
 #   bash benches/perturb_split_large.sh [EPOCHS=20] [OUT=target/perturb_split_large] [PYTHON]
@@ -33,6 +33,10 @@ print(f"DE share of the split: {st['de_tests'] / r['seconds']:.1%}")
 PYEOF
 if [ -n "$PY" ]; then
   "$PY" benches/python/split_real_cells.py "$OUT/screen.h5ad" "$OUT/bench/split_1/predictions.json" "$OUT/real_test.h5ad"
+  # aido's Wilcoxon/BH on the same file: `aido perturb score`'s stage_seconds.de_real.
+  $AIDO perturb score --real "$OUT/real_test.h5ad" --predicted "$OUT/real_test.h5ad" \
+    --report "$OUT/score_real.json" --quiet
+  python3 -c "import json, sys; print('aido DE (de_real):', round(json.load(open(sys.argv[1]))['stage_seconds']['de_real'], 3), 's')" "$OUT/score_real.json"
   "$PY" benches/python/time_pdex.py "$OUT/real_test.h5ad" 1
   "$PY" benches/python/time_pdex.py "$OUT/real_test.h5ad" 2
 fi
